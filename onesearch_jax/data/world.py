@@ -19,7 +19,8 @@ Output of :func:`generate_world` in ``out_dir``::
     lexicon/     attributes.tsv (term, type, weight) and ontology.jsonl: the world knowledge a
                  language model would bring (synonyms, ambiguous and complex intents)
     truth/       hidden ground truth for tests only: latent item attributes, user preferences,
-                 query specs, and world.json (config and figures)
+                 query specs, per-session true relevance of each impression (sessions.jsonl),
+                 and world.json (config and figures)
 
 Memory is O(items + users + query pool) in numpy arrays; sessions stream to disk, so a
 million-item world fits in bounded memory. The same config gives the same bytes.
@@ -705,7 +706,7 @@ def _simulate_sessions(w: _World, writer: KuaiSearchWriter, truth_dir: Path) -> 
     session_id = 0
     kind_sessions = dict.fromkeys(QUERY_KINDS, 0)
     kind_clicks = dict.fromkeys(QUERY_KINDS, 0)
-    pref_clicked, pref_shown = 0.0, 0.0
+    pref_clicked, pref_shown, impressions = 0.0, 0.0, 0
     with open(truth_dir / "sessions.jsonl", "w", encoding="utf-8") as truth:
         for day in range(cfg.num_days):
             history.start_day(day)
@@ -755,13 +756,14 @@ def _simulate_sessions(w: _World, writer: KuaiSearchWriter, truth_dir: Path) -> 
                 kind_clicks[q.kind] += int(clicked.sum())
                 pref_clicked += float(pref[clicked].sum())
                 pref_shown += float(pref.sum())
+                impressions += shown.size
                 history.record(day, int(user), shown, clicked, bought, float(w.price[shown][bought].sum()))
     return {
         "sessions_by_query_kind": kind_sessions,
         "clicks_by_query_kind": kind_clicks,
         "mean_preference_clicked_vs_shown": [
             round(pref_clicked / max(1, sum(kind_clicks.values())), 4),
-            round(pref_shown / max(1, sum(kind_sessions.values()) * cfg.impressions_per_session), 4),
+            round(pref_shown / max(1, impressions), 4),
         ],
     }
 
