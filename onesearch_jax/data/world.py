@@ -481,10 +481,11 @@ class _World:
         means for the other gender, or a violated negation/price bound; 0: otherwise.
         """
         c = self.cat
-        targets = q.all_targets() if gender is None else q.targets[gender]
+        everyone = q.all_targets()
+        targets = everyone if gender is None else q.targets[gender]
         ent = self.entity[items]
         exact = np.isin(ent, targets)
-        near = np.isin(c.entity_l2_arr[ent], c.entity_l2_arr[q.all_targets()]) | np.isin(ent, q.all_targets())
+        near = np.isin(c.entity_l2_arr[ent], c.entity_l2_arr[everyone]) | np.isin(ent, everyone)
         tier = np.where(exact, 3, np.where(near, 1, 0)).astype(np.int8)
         for t, code in q.required:
             have = self.brand[items] if t == "brand" else self.attr[t][items]
