@@ -17,6 +17,13 @@ from typing import Any, ClassVar
 
 SPLITS: tuple[str, ...] = ("train", "valid", "test")
 RELEVANCE_TIERS: tuple[int, ...] = (0, 1, 2, 3)
+# The 18 attribute types of OneSearch's query and item understanding (the paper's attribute
+# taxonomy): the vocabulary of attribute lexicons, item attributes and keyword types.
+ATTRIBUTE_TYPES: tuple[str, ...] = (
+    "entity", "modifier", "brand", "material", "style", "function", "location", "audience",
+    "color", "scene", "specifications", "price", "model", "anchor", "series", "marketing",
+    "season", "pattern",
+)  # fmt: skip
 
 
 class RecordError(ValueError):

@@ -9,11 +9,8 @@ top of this; the ontology part is also written out as the lexicon a language mod
 
 from __future__ import annotations
 
-ATTRIBUTE_TYPES: tuple[str, ...] = (
-    "entity", "modifier", "brand", "material", "style", "function", "location", "audience",
-    "color", "scene", "specifications", "price", "model", "anchor", "series", "marketing",
-    "season", "pattern",
-)  # fmt: skip
+# The 18 types are the data format's vocabulary (schema.py); re-exported for the world generator.
+from onesearch_jax.data.schema import ATTRIBUTE_TYPES as ATTRIBUTE_TYPES
 
 # level 1 -> level 2 -> level-3 entities, each with a typical price in currency units.
 TAXONOMY: dict[str, dict[str, dict[str, float]]] = {
