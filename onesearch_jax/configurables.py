@@ -7,6 +7,43 @@ import gin
 
 from onesearch_jax.data.relevance_import import RelevanceTableConfig
 from onesearch_jax.data.world import WorldConfig
+from onesearch_jax.sid.build import SidBuildConfig
+from onesearch_jax.sid.embed import TfidfSvdConfig
+from onesearch_jax.sid.quantize import QuantizerConfig
+from onesearch_jax.understanding.calibrate import CalibrationConfig, UserCalibrationConfig
+from onesearch_jax.understanding.categories import CategoryConfig
+from onesearch_jax.understanding.job import KeywordJobConfig
+from onesearch_jax.understanding.keywords import KeywordConfig
+from onesearch_jax.understanding.mining import MiningConfig
+from onesearch_jax.understanding.pipeline import UnderstandingConfig
 
 ConfiguredWorld = gin.external_configurable(WorldConfig, "WorldConfig")
 ConfiguredTable = gin.external_configurable(RelevanceTableConfig, "RelevanceTableConfig")
+_SidBuild = gin.external_configurable(SidBuildConfig, "SidBuildConfig")
+_Quantizer = gin.external_configurable(QuantizerConfig, "QuantizerConfig")
+_Tfidf = gin.external_configurable(TfidfSvdConfig, "TfidfSvdConfig")
+
+
+def configured_sid_build() -> SidBuildConfig:
+    """SidBuildConfig with its nested QuantizerConfig and TfidfSvdConfig bound by gin, by name."""
+    return _SidBuild(quantizer=_Quantizer(), tfidf=_Tfidf())
+
+
+_Understanding = gin.external_configurable(UnderstandingConfig, "UnderstandingConfig")
+_Keywords = gin.external_configurable(KeywordConfig, "KeywordConfig")
+_Categories = gin.external_configurable(CategoryConfig, "CategoryConfig")
+_Mining = gin.external_configurable(MiningConfig, "MiningConfig")
+_Calibration = gin.external_configurable(CalibrationConfig, "CalibrationConfig")
+_UserCalibration = gin.external_configurable(UserCalibrationConfig, "UserCalibrationConfig")
+ConfiguredKeywordJob = gin.external_configurable(KeywordJobConfig, "KeywordJobConfig")
+
+
+def configured_understanding() -> UnderstandingConfig:
+    """UnderstandingConfig with its nested keyword, category, mining and calibration configs bound by gin."""
+    return _Understanding(
+        keywords=_Keywords(),
+        categories=_Categories(),
+        mining=_Mining(),
+        calibration=_Calibration(),
+        user_calibration=_UserCalibration(),
+    )

@@ -6,6 +6,10 @@ Usage::
     onesearch data validate DIR [--skip_invalid] [--nocheck_references] [--report_json=FILE]
     onesearch data import-relevance TABLE.csv[.zip] OUT_DIR [--skip_invalid]
         [--gin.RelevanceTableConfig.click_tier=3]
+    onesearch build-sids DATA_DIR OUT_DIR [--gin_file=gin/sid/default.gin] [--lexicon=TSV]
+        [--previous_sids=DIR --keep_levels=2] [--compare]
+    onesearch keywords DATA_DIR REPOSITORY.jsonl [--gin_file=gin/understanding/default.gin] [--lexicon=TSV]
+        [--ontology=JSONL] [--external_keywords=JSONL] [--refresh_from=OLD.jsonl] [--report_json=FILE]
 
 Configuration: ``--gin_file`` (repeatable, looked up in ``--gin_search_paths`` and the project
 root), then ``--gin.NAME=VALUE`` overrides (or ``--gin_bindings``). Bad input ends with one line
@@ -14,6 +18,7 @@ naming file, line and field, and exit status 2; an invalid dataset makes ``valid
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -21,13 +26,21 @@ from collections.abc import Callable, Sequence
 
 from absl import app, flags, logging
 
-from onesearch_jax.configurables import ConfiguredTable, ConfiguredWorld
+from onesearch_jax.configurables import (
+    ConfiguredKeywordJob,
+    ConfiguredTable,
+    ConfiguredWorld,
+    configured_sid_build,
+    configured_understanding,
+)
 from onesearch_jax.data.relevance_import import import_relevance_table
 from onesearch_jax.data.schema import RecordError
 from onesearch_jax.data.stats import format_summary
 from onesearch_jax.data.validate import validate_dataset
 from onesearch_jax.data.world import generate_world
 from onesearch_jax.gin_utils import parse_gin, rewrite_gin_args
+from onesearch_jax.sid.build import build_sids, resolve_data_dir
+from onesearch_jax.understanding.job import run_keywords_job, write_report_json
 
 FLAGS = flags.FLAGS
 flags.DEFINE_multi_string("gin_file", [], "gin files to parse, in order (T5X style).")
@@ -36,7 +49,16 @@ flags.DEFINE_list("gin_search_paths", ["."], "directories searched for --gin_fil
 flags.DEFINE_string("output_dir", None, "world: directory to write the world into.")
 flags.DEFINE_bool("skip_invalid", False, "count and report invalid records instead of failing.")
 flags.DEFINE_bool("check_references", True, "validate: check ids across files (off for samples that do not join).")
-flags.DEFINE_string("report_json", None, "validate: also write the report as JSON to this file.")
+flags.DEFINE_string("report_json", None, "validate, keywords: also write the report as JSON to this file.")
+flags.DEFINE_string(
+    "lexicon", None, "build-sids, keywords: attribute lexicon TSV (default: DATA_DIR/lexicon/attributes.tsv)."
+)
+flags.DEFINE_string("previous_sids", None, "build-sids: earlier codebook dir; its embedder and kept levels are reused.")
+flags.DEFINE_integer("keep_levels", 0, "build-sids: residual levels kept from --previous_sids (incremental mode).")
+flags.DEFINE_bool("compare", False, "build-sids: also build without keyword fusion and print both reports.")
+flags.DEFINE_string("ontology", None, "keywords: intent ontology JSONL (default: DATA_DIR/lexicon/ontology.jsonl).")
+flags.DEFINE_string("external_keywords", None, "keywords: JSONL of query -> keywords made elsewhere (e.g. an LLM).")
+flags.DEFINE_string("refresh_from", None, "keywords: repository to refresh incrementally (adds new queries only).")
 
 
 def cmd_world(args: Sequence[str]) -> int:
@@ -86,10 +108,57 @@ def cmd_import_relevance(args: Sequence[str]) -> int:
     return 0
 
 
+def cmd_build_sids(args: Sequence[str]) -> int:
+    """Builds the SID codebook of a KuaiSearch directory (or a world directory) and reports its quality."""
+    data_arg, out_dir = _expect(args, 2, "usage: onesearch build-sids DATA_DIR OUT_DIR")
+    data_dir, lexicon = resolve_data_dir(data_arg, FLAGS.lexicon)
+    config = configured_sid_build()
+    print(f"building SIDs of {data_dir} (lexicon: {lexicon or 'none'}) into {out_dir}")
+    result = build_sids(data_dir, out_dir, config, lexicon_path=lexicon, previous_dir=FLAGS.previous_sids,
+                        keep_levels=FLAGS.keep_levels)  # fmt: skip
+    timings = ", ".join(f"{k} {v:.1f} s" for k, v in result.seconds.items())
+    coverage = ", ".join(f"{k} {v:.1%}" for k, v in result.keyword_coverage.items())
+    print(f"trained on {result.fit_vectors:,} vectors; keyword coverage: {coverage}; {timings}")
+    print(result.report.format())
+    book = result.codebook
+    print(f"example: item {book.item_ids[0]} -> {book.tokens(book.item_codes[0])}")
+    if FLAGS.compare:
+        raw = build_sids(data_dir, None, dataclasses.replace(config, fuse_keywords=False), lexicon_path=None,
+                         previous_dir=FLAGS.previous_sids, keep_levels=FLAGS.keep_levels).report  # fmt: skip
+        fused = result.report
+        print("comparison (same settings; keyword fusion on vs off):")
+        print(f"  {'':24}{'fused':>10}{'raw':>10}")
+        for name, a, b in (
+            ("CUR(L1xL2)", fused.cur_l1xl2, raw.cur_l1xl2),
+            ("CUR total", fused.cur_total, raw.cur_total),
+            ("ICR residual levels", fused.icr_rq, raw.icr_rq),
+            ("ICR with OPQ", fused.icr_raw, raw.icr_raw),
+            ("ICR after collisions", fused.icr, raw.icr),
+        ):
+            print(f"  {name:24}{a:>10.2%}{b:>10.2%}")
+    return 0
+
+
+def cmd_keywords(args: Sequence[str]) -> int:
+    """Builds (or with --refresh_from refreshes) the keyword repository and prints its report."""
+    data_dir, output = _expect(args, 2, "usage: onesearch keywords DATA_DIR REPOSITORY.jsonl")
+    report = run_keywords_job(
+        data_dir, output, lexicon=FLAGS.lexicon, ontology=FLAGS.ontology, external=FLAGS.external_keywords,
+        refresh_from=FLAGS.refresh_from, config=configured_understanding(), job=ConfiguredKeywordJob(),
+        skip_invalid=FLAGS.skip_invalid,
+    )  # fmt: skip
+    print(report.format())
+    if FLAGS.report_json:
+        write_report_json(report, FLAGS.report_json)
+    return 0
+
+
 COMMANDS: dict[tuple[str, ...], Callable[[Sequence[str]], int]] = {
     ("world",): cmd_world,
     ("data", "validate"): cmd_validate,
     ("data", "import-relevance"): cmd_import_relevance,
+    ("build-sids",): cmd_build_sids,
+    ("keywords",): cmd_keywords,
 }
 
 

@@ -1,0 +1,1 @@
+"""Semantic IDs: embeddings -> keyword fusion -> residual k-means + OPQ -> codebook and trie."""
