@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +30,12 @@ from onesearch_jax.sid.embed import (
     TfidfSvdConfig,
     TfidfSvdEmbedder,
 )
-from onesearch_jax.sid.fuse import fuse_keywords, keyword_term_ids
+from onesearch_jax.sid.fuse import fuse_texts
 from onesearch_jax.sid.quantize import QuantizerConfig, ResidualQuantizer
 from onesearch_jax.understanding.lexicon import AttributeLexicon
 
 EMBEDDERS = ("tfidf", "minilm", "precomputed")
+LEXICON_FILE = "lexicon.tsv"
 _ITEM_TEXT_FIELDS = tuple(f.name for f in dataclasses.fields(Item) if f.type == "str")
 
 
@@ -203,8 +204,12 @@ def build_sids(
                 "keyword fusion needs an attribute lexicon (--lexicon), or SidBuildConfig.fuse_keywords=False"
             )
         lexicon = AttributeLexicon.from_tsv(lexicon_path)
-        item_vectors, coverage["items"] = _fuse(item_vectors, cat.item_texts, lexicon, keyword_embedder, config)
-        query_vectors, coverage["queries"] = _fuse(query_vectors, cat.queries, lexicon, keyword_embedder, config)
+        item_vectors, coverage["items"] = fuse_texts(
+            item_vectors, cat.item_texts, lexicon, keyword_embedder, config.keyword_weight
+        )
+        query_vectors, coverage["queries"] = fuse_texts(
+            query_vectors, cat.queries, lexicon, keyword_embedder, config.keyword_weight
+        )
         lap("fuse")
     fit = item_vectors
     if config.fit_on_queries and len(cat.fit_queries):
@@ -241,6 +246,8 @@ def build_sids(
         quantizer.save(out / "quantizer.npz")
         if isinstance(embedder, TfidfSvdEmbedder):
             embedder.save(out / "embedder")
+        if config.fuse_keywords:
+            shutil.copyfile(lexicon_path, out / LEXICON_FILE)  # the codebook encodes new texts on its own
         lap("save")
     return SidBuildResult(codebook=codebook, quantizer=quantizer, report=report, seconds=seconds,
                           fit_vectors=len(fit), keyword_coverage=coverage)  # fmt: skip
@@ -274,35 +281,6 @@ def _embed(
         corpus = cat.item_texts + [cat.queries[i] for i in cat.fit_queries.tolist()]
         embedder = TfidfSvdEmbedder.fit(corpus, config.tfidf)
     return embedder.embed(cat.item_texts), embedder.embed(cat.queries), embedder, embedder
-
-
-def _fuse(
-    vectors: np.ndarray,
-    texts: Sequence[str],
-    lexicon: AttributeLexicon,
-    embedder: TextEmbedder,
-    config: SidBuildConfig,
-) -> tuple[np.ndarray, float]:
-    """Fused vectors and the share of texts with at least one usable keyword."""
-    matches = [[m.term for m in lexicon.match(t)] for t in texts]
-    terms, offsets, index = keyword_term_ids(matches)
-    if not terms:
-        return vectors, 0.0
-    if isinstance(embedder, PrecomputedEmbeddings):
-        known = [t in embedder for t in terms]
-        if not all(known):
-            missing = [t for t, k in zip(terms, known, strict=True) if not k]
-            raise EmbeddingError(f"{embedder.source}: {len(missing)} matched keywords have no embedding, "
-                                 f"first {missing[0]!r}")  # fmt: skip
-    term_vectors = embedder.embed(terms)
-    usable = np.linalg.norm(term_vectors, axis=1) > 0  # a term with no known n-gram adds nothing
-    if not usable.all():
-        keep = {t for t, ok in zip(terms, usable.tolist(), strict=True) if ok}
-        matches = [[t for t in row if t in keep] for row in matches]
-        terms, offsets, index = keyword_term_ids(matches)
-        term_vectors = embedder.embed(terms) if terms else np.zeros((0, vectors.shape[1]), np.float32)
-    fused = fuse_keywords(vectors, offsets, index, term_vectors, keyword_weight=config.keyword_weight)
-    return fused, float((np.diff(offsets) > 0).mean())
 
 
 def _jsonable(value: Any) -> Any:

@@ -18,7 +18,8 @@ from collections.abc import Sequence
 import numpy as np
 import scipy.sparse
 
-from onesearch_jax.sid.embed import l2_normalize
+from onesearch_jax.sid.embed import EmbeddingError, PrecomputedEmbeddings, TextEmbedder, l2_normalize
+from onesearch_jax.understanding.lexicon import AttributeLexicon
 
 
 def keyword_term_ids(matches: Sequence[Sequence[str]]) -> tuple[list[str], np.ndarray, np.ndarray]:
@@ -74,3 +75,39 @@ def fuse_keywords(
     fused = embeddings.astype(np.float64).copy()
     fused[has] = (1.0 - keyword_weight) * fused[has] + keyword_weight * sums[has] / counts[has, None]
     return l2_normalize(fused)
+
+
+def fuse_texts(
+    vectors: np.ndarray,
+    texts: Sequence[str],
+    lexicon: AttributeLexicon,
+    embedder: TextEmbedder,
+    keyword_weight: float = 0.5,
+) -> tuple[np.ndarray, float]:
+    """Fuses the lexicon keywords matched in ``texts`` into their ``vectors``.
+
+    Terms are embedded with ``embedder`` (the one that embedded the texts); a term with a zero
+    embedding (no known n-gram) adds nothing and is dropped.
+
+    Returns:
+        ``(fused vectors, share of texts with at least one usable keyword)``.
+    """
+    matches = [[m.term for m in lexicon.match(t)] for t in texts]
+    terms, offsets, index = keyword_term_ids(matches)
+    if not terms:
+        return vectors, 0.0
+    if isinstance(embedder, PrecomputedEmbeddings):
+        known = [t in embedder for t in terms]
+        if not all(known):
+            missing = [t for t, k in zip(terms, known, strict=True) if not k]
+            raise EmbeddingError(f"{embedder.source}: {len(missing)} matched keywords have no embedding, "
+                                 f"first {missing[0]!r}")  # fmt: skip
+    term_vectors = embedder.embed(terms)
+    usable = np.linalg.norm(term_vectors, axis=1) > 0  # a term with no known n-gram adds nothing
+    if not usable.all():
+        keep = {t for t, ok in zip(terms, usable.tolist(), strict=True) if ok}
+        matches = [[t for t in row if t in keep] for row in matches]
+        terms, offsets, index = keyword_term_ids(matches)
+        term_vectors = embedder.embed(terms) if terms else np.zeros((0, vectors.shape[1]), np.float32)
+    fused = fuse_keywords(vectors, offsets, index, term_vectors, keyword_weight=keyword_weight)
+    return fused, float((np.diff(offsets) > 0).mean())

@@ -9,6 +9,7 @@ from onesearch_jax.data.kuaisearch import KuaiSearchDataset
 from onesearch_jax.sid.build import SidBuildConfig, build_sids, resolve_data_dir
 from onesearch_jax.sid.codebook import SidCodebook
 from onesearch_jax.sid.embed import EmbeddingError, TfidfSvdConfig
+from onesearch_jax.sid.encode import SidEncoder
 from onesearch_jax.sid.quantize import QuantizerConfig, QuantizerError
 
 SMALL = SidBuildConfig(tfidf=TfidfSvdConfig(dim=32), quantizer=QuantizerConfig(level_sizes=(8, 4, 4), niter=10))
@@ -152,3 +153,22 @@ def test_cli_builds_prints_the_report_and_compares(small_world, tmp_path):
                          capture_output=True, text=True, timeout=300)  # fmt: skip
     assert bad.returncode == 2
     assert "error: codebook level 1 has 4096 codes" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_encoder_reproduces_the_stored_query_sids_from_the_saved_directory(world_sids):
+    result, out = world_sids
+    assert (out / "lexicon.tsv").exists()  # the codebook carries its fusion lexicon
+    encoder = SidEncoder.load(out)
+    book = result.codebook
+    queries = book.queries.tolist()[:200]
+    assert (encoder.encode(queries) == book.query_codes[:200]).all()
+    assert encoder.encode([]).shape == (0, 5)
+    new = encoder.encode(["red cotton dress for summer", "全新 连衣裙"])
+    assert new.shape == (2, 5) and (new < np.array(book.code_sizes)).all()
+
+
+def test_encoder_refuses_precomputed_codebooks(tmp_path, small_world):
+    out = tmp_path / "pre"
+    build_sids(small_world / "kuaisearch", out, _precomputed(tmp_path, small_world))
+    with pytest.raises(EmbeddingError, match="precomputed embeddings"):
+        SidEncoder.load(out)
