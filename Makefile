@@ -21,6 +21,8 @@ demo: $(STAMP)
 	$(BIN)/onesearch world --output_dir=$(DEMO_DIR)/world --gin_file=gin/world/default.gin
 	$(BIN)/onesearch keywords $(DEMO_DIR)/world $(DEMO_DIR)/keywords.jsonl --gin_file=gin/understanding/default.gin
 	$(BIN)/onesearch build-sids $(DEMO_DIR)/world $(DEMO_DIR)/sids --gin_file=gin/sid/default.gin --compare
+	$(BIN)/onesearch data build-examples $(DEMO_DIR)/world $(DEMO_DIR)/examples --sids=$(DEMO_DIR)/sids \
+		--keywords=$(DEMO_DIR)/keywords.jsonl --gin_file=gin/examples/default.gin
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -39,6 +41,7 @@ test-all: lint
 bench: $(STAMP)
 	$(BIN)/python bench/world_generation.py
 	$(BIN)/python bench/sid_build.py
+	$(BIN)/python bench/examples_throughput.py --examples=$(DEMO_DIR)/examples --vocab=$(DEMO_DIR)/sids/vocab
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .ruff_cache

@@ -5,6 +5,7 @@ Data code stays free of gin; gin files name these as ``WorldConfig.num_items = .
 
 import gin
 
+from onesearch_jax.data.examples import ExamplesConfig
 from onesearch_jax.data.relevance_import import RelevanceTableConfig
 from onesearch_jax.data.world import WorldConfig
 from onesearch_jax.sid.build import SidBuildConfig
@@ -16,9 +17,19 @@ from onesearch_jax.understanding.job import KeywordJobConfig
 from onesearch_jax.understanding.keywords import KeywordConfig
 from onesearch_jax.understanding.mining import MiningConfig
 from onesearch_jax.understanding.pipeline import UnderstandingConfig
+from onesearch_jax.vocab import VocabConfig
 
 ConfiguredWorld = gin.external_configurable(WorldConfig, "WorldConfig")
 ConfiguredTable = gin.external_configurable(RelevanceTableConfig, "RelevanceTableConfig")
+ConfiguredExamples = gin.external_configurable(ExamplesConfig, "ExamplesConfig")
+_Vocab = gin.external_configurable(VocabConfig, "VocabConfig")
+
+
+def configured_vocab() -> VocabConfig:
+    """VocabConfig as gin binds it (the prompt markers are added by the caller)."""
+    return _Vocab()
+
+
 _SidBuild = gin.external_configurable(SidBuildConfig, "SidBuildConfig")
 _Quantizer = gin.external_configurable(QuantizerConfig, "QuantizerConfig")
 _Tfidf = gin.external_configurable(TfidfSvdConfig, "TfidfSvdConfig")

@@ -10,6 +10,8 @@ Usage::
         [--previous_sids=DIR --keep_levels=2] [--compare]
     onesearch keywords DATA_DIR REPOSITORY.jsonl [--gin_file=gin/understanding/default.gin] [--lexicon=TSV]
         [--ontology=JSONL] [--external_keywords=JSONL] [--refresh_from=OLD.jsonl] [--report_json=FILE]
+    onesearch data build-examples DATA_DIR OUT_DIR --sids=SIDS_DIR --keywords=REPOSITORY.jsonl
+        [--gin_file=gin/examples/default.gin] [--skip_invalid]
 
 Configuration: ``--gin_file`` (repeatable, looked up in ``--gin_search_paths`` and the project
 root), then ``--gin.NAME=VALUE`` overrides (or ``--gin_bindings``). Bad input ends with one line
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -27,12 +30,17 @@ from collections.abc import Callable, Sequence
 from absl import app, flags, logging
 
 from onesearch_jax.configurables import (
+    ConfiguredExamples,
     ConfiguredKeywordJob,
     ConfiguredTable,
     ConfiguredWorld,
     configured_sid_build,
     configured_understanding,
+    configured_vocab,
 )
+from onesearch_jax.data.example_io import vocabulary_corpus
+from onesearch_jax.data.examples import build_examples
+from onesearch_jax.data.prompts import PROMPT_MARKERS
 from onesearch_jax.data.relevance_import import import_relevance_table
 from onesearch_jax.data.schema import RecordError
 from onesearch_jax.data.stats import format_summary
@@ -40,7 +48,9 @@ from onesearch_jax.data.validate import validate_dataset
 from onesearch_jax.data.world import generate_world
 from onesearch_jax.gin_utils import parse_gin, rewrite_gin_args
 from onesearch_jax.sid.build import build_sids, resolve_data_dir
+from onesearch_jax.sid.codebook import SidCodebook
 from onesearch_jax.understanding.job import run_keywords_job, write_report_json
+from onesearch_jax.vocab import train_vocabulary
 
 FLAGS = flags.FLAGS
 flags.DEFINE_multi_string("gin_file", [], "gin files to parse, in order (T5X style).")
@@ -59,6 +69,8 @@ flags.DEFINE_bool("compare", False, "build-sids: also build without keyword fusi
 flags.DEFINE_string("ontology", None, "keywords: intent ontology JSONL (default: DATA_DIR/lexicon/ontology.jsonl).")
 flags.DEFINE_string("external_keywords", None, "keywords: JSONL of query -> keywords made elsewhere (e.g. an LLM).")
 flags.DEFINE_string("refresh_from", None, "keywords: repository to refresh incrementally (adds new queries only).")
+flags.DEFINE_string("sids", None, "build-examples: the SID codebook directory (onesearch build-sids).")
+flags.DEFINE_string("keywords", None, "build-examples: the keyword repository (onesearch keywords).")
 
 
 def cmd_world(args: Sequence[str]) -> int:
@@ -153,10 +165,31 @@ def cmd_keywords(args: Sequence[str]) -> int:
     return 0
 
 
+def cmd_build_examples(args: Sequence[str]) -> int:
+    """Writes the training records of every stage (TFRecord + JSON lines) and prints their counts."""
+    usage = "usage: onesearch data build-examples DATA_DIR OUT_DIR --sids=DIR --keywords=FILE"
+    data_arg, out_dir = _expect(args, 2, usage)
+    if not FLAGS.sids or not FLAGS.keywords:
+        raise app.UsageError("build-examples needs --sids=SIDS_DIR and --keywords=REPOSITORY.jsonl")
+    data_dir, _ = resolve_data_dir(data_arg, None)
+    summary = build_examples(data_dir, out_dir, sids_dir=FLAGS.sids, keywords_path=FLAGS.keywords,
+                             config=ConfiguredExamples(), skip_invalid=FLAGS.skip_invalid)  # fmt: skip
+    print(summary.format())
+    start = time.perf_counter()
+    vocab_dir = os.path.join(FLAGS.sids, "vocab")
+    config = dataclasses.replace(configured_vocab(), extra_symbols=PROMPT_MARKERS)
+    vocab = train_vocabulary(vocabulary_corpus(out_dir), SidCodebook.load(FLAGS.sids), vocab_dir, config)
+    first, end = vocab.sid_first_id, vocab.sid_first_id + vocab.sid_num_ids
+    print(f"vocabulary: {vocab.vocab_size} ids (SID tokens {first}..{end - 1}) trained on the train records "
+          f"into {vocab_dir} in {time.perf_counter() - start:.1f} s")  # fmt: skip
+    return 0
+
+
 COMMANDS: dict[tuple[str, ...], Callable[[Sequence[str]], int]] = {
     ("world",): cmd_world,
     ("data", "validate"): cmd_validate,
     ("data", "import-relevance"): cmd_import_relevance,
+    ("data", "build-examples"): cmd_build_examples,
     ("build-sids",): cmd_build_sids,
     ("keywords",): cmd_keywords,
 }
