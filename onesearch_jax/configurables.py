@@ -17,7 +17,7 @@ from onesearch_jax.understanding.job import KeywordJobConfig
 from onesearch_jax.understanding.keywords import KeywordConfig
 from onesearch_jax.understanding.mining import MiningConfig
 from onesearch_jax.understanding.pipeline import UnderstandingConfig
-from onesearch_jax.vocab import VocabConfig
+from onesearch_jax.vocab_config import VocabConfig
 
 ConfiguredWorld = gin.external_configurable(WorldConfig, "WorldConfig")
 ConfiguredTable = gin.external_configurable(RelevanceTableConfig, "RelevanceTableConfig")

@@ -50,7 +50,6 @@ from onesearch_jax.gin_utils import parse_gin, rewrite_gin_args
 from onesearch_jax.sid.build import build_sids, resolve_data_dir
 from onesearch_jax.sid.codebook import SidCodebook
 from onesearch_jax.understanding.job import run_keywords_job, write_report_json
-from onesearch_jax.vocab import train_vocabulary
 
 FLAGS = flags.FLAGS
 flags.DEFINE_multi_string("gin_file", [], "gin files to parse, in order (T5X style).")
@@ -175,6 +174,8 @@ def cmd_build_examples(args: Sequence[str]) -> int:
     summary = build_examples(data_dir, out_dir, sids_dir=FLAGS.sids, keywords_path=FLAGS.keywords,
                              config=ConfiguredExamples(), skip_invalid=FLAGS.skip_invalid)  # fmt: skip
     print(summary.format())
+    from onesearch_jax.vocab import train_vocabulary  # seqio and TensorFlow: only this command needs them
+
     start = time.perf_counter()
     vocab_dir = os.path.join(FLAGS.sids, "vocab")
     config = dataclasses.replace(configured_vocab(), extra_symbols=PROMPT_MARKERS)
