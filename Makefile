@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
 DEMO_DIR ?= demo_output
 PYTEST_ARGS ?=
 
@@ -16,6 +17,11 @@ $(STAMP): setup.py requirements-lock.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-lock.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
+
+# PyTorch and transformers, for the tests and benchmarks that compare with HF T5 (not for demo).
+$(TEST_STAMP): $(STAMP) requirements-test-lock.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-test-lock.txt
+	@touch $(TEST_STAMP)
 
 demo: $(STAMP)
 	$(BIN)/onesearch world --output_dir=$(DEMO_DIR)/world --gin_file=gin/world/default.gin
@@ -32,13 +38,13 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-test: lint
+test: lint $(TEST_STAMP)
 	$(BIN)/python -m pytest -n 2 -m "not slow" $(PYTEST_ARGS)
 
-test-all: lint
+test-all: lint $(TEST_STAMP)
 	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
 
-bench: $(STAMP)
+bench: $(TEST_STAMP)
 	$(BIN)/python bench/world_generation.py
 	$(BIN)/python bench/sid_build.py
 	$(BIN)/python bench/examples_throughput.py --examples=$(DEMO_DIR)/examples --vocab=$(DEMO_DIR)/sids/vocab

@@ -4,7 +4,9 @@ Reads the records and vocabulary of ``make demo`` (or those named by the flags),
 seqio pipeline (TFRecord parsing, SentencePiece tokenisation, SID checks, length checks, the
 teacher-aware feature converter, batching) and reports examples/s on this machine. The peer,
 measured in the same run, is the floor any such pipeline pays: reading and parsing the same
-TFRecords without tokenising.
+TFRecords without tokenising. Then it times the jitted train step of the ``tiny`` model on the
+same batches (student features, one CPU device) and prints which share of a step the input
+pipeline would take if it ran serially with it.
 
     python bench/examples_throughput.py [--examples demo_output/examples] [--vocab demo_output/sids/vocab]
 """
@@ -37,6 +39,41 @@ def pipeline_rate(batches: int, batch_size: int) -> tuple[float, float]:
     return batches * batch_size / seconds, seconds / batches
 
 
+def step_seconds(batches: int, batch_size: int, vocab_size: int) -> float:
+    """Seconds per jitted train step of the tiny model on distill batches (after compilation)."""
+    import jax
+
+    from onesearch_jax.models.configs import named_config
+    from onesearch_jax.models.encoder_decoder import EncoderDecoder
+    from onesearch_jax.models.mesh_config import MeshConfig, standard_logical_axis_rules
+    from onesearch_jax.models.partitioning import make_mesh
+    from onesearch_jax.train.optimizer_config import OptimizerConfig
+    from onesearch_jax.train.optimizers import make_optimizer
+    from onesearch_jax.train.state import init_train_state
+    from onesearch_jax.train.step import make_train_step
+
+    config = named_config("tiny", vocab_size=vocab_size)
+    mesh = make_mesh(MeshConfig(data=1), devices=jax.devices()[:1])
+    rules = standard_logical_axis_rules()
+    optimizer = make_optimizer(OptimizerConfig(learning_rate=1e-3))
+    graphdef, state, shardings = init_train_state(
+        lambda rngs: EncoderDecoder(config, rngs=rngs), optimizer, mesh, rules
+    )
+    step = make_train_step(graphdef, optimizer, mesh, rules, state_shardings=shardings)
+    stream = ResumableBatches(
+        BatchConfig(mixture_or_task="onesearch_personalized_raw", batch_size=batch_size, seed=0,
+                    task_feature_lengths={"inputs": LENGTHS["inputs"], "targets": LENGTHS["targets"]})
+    )  # fmt: skip
+    data = [next(stream) for _ in range(batches + 1)]
+    state, metrics = step(state, data[0])  # compile
+    jax.block_until_ready(metrics)
+    start = time.perf_counter()
+    for batch in data[1:]:
+        state, metrics = step(state, batch)
+    jax.block_until_ready(metrics)
+    return (time.perf_counter() - start) / batches
+
+
 def parse_rate(path: str, examples: int) -> float:
     spec = {k: tf.io.FixedLenFeature([], tf.string) for k in ("inputs", "teacher_inputs", "targets")}
     ds = tf.data.TFRecordDataset(path).repeat().map(lambda pb: tf.io.parse_single_example(pb, spec)).take(examples)
@@ -52,6 +89,7 @@ def main() -> None:
     parser.add_argument("--vocab", default="demo_output/sids/vocab")
     parser.add_argument("--batches", type=int, default=200)
     parser.add_argument("--batch_size", type=int, default=64)
+    parser.add_argument("--step_batches", type=int, default=10)
     args = parser.parse_args()
     register_onesearch_tasks(args.examples, args.vocab)
     rate, per_batch = pipeline_rate(args.batches, args.batch_size)
@@ -59,6 +97,10 @@ def main() -> None:
     print(f"cores: {os.cpu_count()}, lengths {LENGTHS}, batch {args.batch_size}")
     print(f"onesearch_personalized_distill: {rate:,.0f} examples/s ({per_batch * 1e3:.1f} ms per batch)")
     print(f"TFRecord parse only (peer):      {floor:,.0f} examples/s; pipeline / parse = {floor / rate:.1f}x slower")
+    vocab = register_onesearch_tasks(args.examples, args.vocab)
+    step = step_seconds(args.step_batches, args.batch_size, vocab.vocab_size)
+    print(f"tiny model train step (1 CPU device, bf16 activations): {step * 1e3:.1f} ms per batch")
+    print(f"input pipeline / train step = {per_batch / step:.1%} of a step per batch")
 
 
 if __name__ == "__main__":

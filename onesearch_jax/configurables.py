@@ -8,9 +8,12 @@ import gin
 from onesearch_jax.data.examples import ExamplesConfig
 from onesearch_jax.data.relevance_import import RelevanceTableConfig
 from onesearch_jax.data.world import WorldConfig
+from onesearch_jax.models.configs import T5Config
+from onesearch_jax.models.mesh_config import MeshConfig, standard_logical_axis_rules
 from onesearch_jax.sid.build import SidBuildConfig
 from onesearch_jax.sid.embed import TfidfSvdConfig
 from onesearch_jax.sid.quantize import QuantizerConfig
+from onesearch_jax.train.optimizer_config import OptimizerConfig
 from onesearch_jax.understanding.calibrate import CalibrationConfig, UserCalibrationConfig
 from onesearch_jax.understanding.categories import CategoryConfig
 from onesearch_jax.understanding.job import KeywordJobConfig
@@ -23,6 +26,8 @@ ConfiguredWorld = gin.external_configurable(WorldConfig, "WorldConfig")
 ConfiguredTable = gin.external_configurable(RelevanceTableConfig, "RelevanceTableConfig")
 ConfiguredExamples = gin.external_configurable(ExamplesConfig, "ExamplesConfig")
 _Vocab = gin.external_configurable(VocabConfig, "VocabConfig")
+# gin/models/*.gin bind the shape; the caller passes vocab_size=<the vocabulary's size> (explicit wins).
+ConfiguredT5 = gin.external_configurable(T5Config, "T5Config")
 
 
 def configured_vocab() -> VocabConfig:
@@ -58,3 +63,10 @@ def configured_understanding() -> UnderstandingConfig:
         calibration=_Calibration(),
         user_calibration=_UserCalibration(),
     )
+
+
+# Training: the device mesh, the logical-axis rules and the optimizer (gin/launch/*.gin, gin/runs/*.gin).
+# All three are plain Python; jax is imported only by the code that builds meshes and steps from them.
+ConfiguredMesh = gin.external_configurable(MeshConfig, "MeshConfig")
+ConfiguredOptimizer = gin.external_configurable(OptimizerConfig, "OptimizerConfig")
+configured_logical_axis_rules = gin.external_configurable(standard_logical_axis_rules, "standard_logical_axis_rules")
