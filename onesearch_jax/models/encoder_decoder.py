@@ -66,6 +66,12 @@ def _attention(config: T5Config, rngs: nnx.Rngs) -> MultiHeadAttention:
     )
 
 
+def _mlp(config: T5Config, rngs: nnx.Rngs) -> GatedGeluMlp:
+    return GatedGeluMlp(
+        config.d_model, config.d_ff, dropout_rate=config.dropout_rate, dtype=activation_dtype(config), rngs=rngs
+    )
+
+
 def _norm(config: T5Config, rngs: nnx.Rngs) -> RMSNorm:
     return RMSNorm(config.d_model, epsilon=config.layer_norm_epsilon, dtype=activation_dtype(config), rngs=rngs)
 
@@ -87,13 +93,7 @@ class EncoderLayer(nnx.Module):
         self.pre_attention_layer_norm = _norm(config, rngs)
         self.attention = _attention(config, rngs)
         self.pre_mlp_layer_norm = _norm(config, rngs)
-        self.mlp = GatedGeluMlp(
-            config.d_model,
-            config.d_ff,
-            dropout_rate=config.dropout_rate,
-            dtype=activation_dtype(config),
-            rngs=rngs,
-        )
+        self.mlp = _mlp(config, rngs)
         self.dropout = nnx.Dropout(config.dropout_rate)
 
     def __call__(
@@ -121,13 +121,7 @@ class DecoderLayer(nnx.Module):
         self.pre_cross_attention_layer_norm = _norm(config, rngs)
         self.encoder_decoder_attention = _attention(config, rngs)
         self.pre_mlp_layer_norm = _norm(config, rngs)
-        self.mlp = GatedGeluMlp(
-            config.d_model,
-            config.d_ff,
-            dropout_rate=config.dropout_rate,
-            dtype=activation_dtype(config),
-            rngs=rngs,
-        )
+        self.mlp = _mlp(config, rngs)
         self.dropout = nnx.Dropout(config.dropout_rate)
 
     def __call__(
