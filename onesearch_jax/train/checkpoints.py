@@ -1,0 +1,295 @@
+"""Orbax checkpoints of the train state, saved with the data position: async, keep-last-K and best-by-metric.
+
+One :class:`Checkpointer` wraps one ``ocp.CheckpointManager`` whose step directories hold three items:
+
+- ``state``: the :class:`~onesearch_jax.train.state.TrainState` pytree, written sharded (each host
+  writes its shards) and restored onto the target shardings (each host reads only its shards);
+- ``data``: JSON, the data iterator state (``ResumableBatches.state()``), so a restart resumes the
+  stream where the checkpointed step left it;
+- ``meta``: JSON, the library versions, the RNG key implementation and caller-given fields.
+
+Retention: orbax's own ``max_to_keep`` + ``best_fn`` keeps the K *best* checkpoints only, so a
+run could lose its latest one. We set ``preservation_policy`` instead (orbax >= 0.11) to
+``AnyPreservationPolicy([LatestN(keep_last), BestN(keep_best)])``: a step survives if it is among
+the last ``keep_last`` **or** the best ``keep_best`` by ``best_metric``. ``best_fn`` is still set
+(when ``keep_best > 0``) because orbax writes a step's metrics only when it tracks a best metric;
+``BestN`` runs with ``keep_checkpoints_without_metrics=False`` so steps saved without metrics age out
+through ``LatestN`` like any other.
+
+The typed PRNG key is stored as its raw ``key_data`` (orbax serialises plain arrays) and re-wrapped
+on restore with the implementation recorded in ``meta``.
+
+    ckpt = Checkpointer(CheckpointConfig(directory=workdir / "checkpoints", save_every_steps=1000))
+    ckpt.save(step, state, batches.state(), metrics={"eval/loss": 1.7})
+    state, data_state = ckpt.restore(abstract_state=abstract_train_state(state, shardings))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+from collections.abc import Mapping
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+from orbax.checkpoint import checkpoint_managers as ocp_managers
+
+from onesearch_jax.train.state import TrainState
+
+FORMAT_VERSION = 1
+_ITEMS = ("state", "data", "meta")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class CheckpointConfig:
+    """Where and how often to checkpoint, and what to keep.
+
+    Attributes:
+        directory: the checkpoint root (one sub-directory per step). Local paths are made absolute.
+        save_every_steps: ``save`` writes only at multiples of this (unless ``force``).
+        keep_last: the number of most recent checkpoints kept (K >= 1).
+        keep_best: the number of best checkpoints by ``best_metric`` also kept (0 = off).
+        best_metric: the metrics key ranking checkpoints, e.g. ``"eval/loss"``.
+        best_mode: ``"min"`` (lower is better) or ``"max"``.
+        async_save: write in a background thread; ``save`` returns once arrays are copied to host.
+    """
+
+    directory: str | os.PathLike[str]
+    save_every_steps: int = 1000
+    keep_last: int = 3
+    keep_best: int = 0
+    best_metric: str = "eval/loss"
+    best_mode: str = "min"
+    async_save: bool = True
+
+    def __post_init__(self) -> None:
+        if not str(self.directory):
+            raise ValueError("CheckpointConfig.directory must be non-empty")
+        for name in ("save_every_steps", "keep_last"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"CheckpointConfig.{name} must be an int >= 1, got {value!r}")
+        if isinstance(self.keep_best, bool) or not isinstance(self.keep_best, int) or self.keep_best < 0:
+            raise ValueError(f"CheckpointConfig.keep_best must be an int >= 0, got {self.keep_best!r}")
+        if self.keep_best and not self.best_metric:
+            raise ValueError("CheckpointConfig.best_metric must name a metric when keep_best > 0")
+        if self.best_mode not in ("min", "max"):
+            raise ValueError(f"CheckpointConfig.best_mode must be 'min' or 'max', got {self.best_mode!r}")
+
+    @property
+    def path(self) -> str:
+        """The directory as a string, made absolute when local (orbax requires absolute paths)."""
+        text = os.fspath(self.directory)
+        return text if "://" in text else os.path.abspath(text)
+
+
+def check_writable(directory: str | os.PathLike[str]) -> None:
+    """Creates ``directory`` if needed and writes, then deletes, a temporary file in it.
+
+    Call before training so an unwritable model dir fails at once, not at the first checkpoint.
+
+    Raises:
+        PermissionError: the directory cannot be created or written, with its path in the message.
+    """
+    text = os.fspath(directory)
+    if "://" in text:  # remote file systems: orbax reports write errors itself
+        return
+    path = Path(text).absolute()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write_check_") as probe:
+            probe.write(b"ok")
+            probe.flush()
+            os.fsync(probe.fileno())
+    except OSError as error:
+        raise PermissionError(f"checkpoint directory {path} is not writable: {error}") from error
+
+
+def abstract_train_state(state: TrainState, shardings: TrainState | None = None) -> TrainState:
+    """A ``TrainState`` of ``jax.ShapeDtypeStruct`` (with ``shardings`` if given) to restore into.
+
+    ``state`` may be concrete or ``jax.eval_shape``-abstract; without ``shardings`` the leaves keep
+    their own shardings (concrete arrays) or none (restored onto the default device).
+    """
+    if shardings is None:
+        return jax.tree.map(
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)), state
+        )
+    return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, shardings)
+
+
+def _versions() -> dict[str, str]:
+    out = {}
+    for name in ("jax", "flax", "optax", "orbax-checkpoint"):
+        try:
+            out[name] = importlib_metadata.version(name)
+        except importlib_metadata.PackageNotFoundError:
+            out[name] = "unknown"
+    return out
+
+
+class Checkpointer:
+    """Saves and restores (TrainState, data state) with one ``ocp.CheckpointManager``.
+
+    Args:
+        config: the :class:`CheckpointConfig`.
+        meta: extra JSON-serialisable fields stored with every checkpoint (e.g. the run's gin config).
+
+    Raises:
+        PermissionError: ``config.directory`` is not writable (checked before anything is built).
+    """
+
+    def __init__(self, config: CheckpointConfig, *, meta: Mapping[str, Any] | None = None):
+        self.config = config
+        self.directory = config.path
+        check_writable(self.directory)
+        self._meta = dict(meta or {})
+        policies: list[Any] = [ocp_managers.LatestN(n=config.keep_last)]
+        best_fn = None
+        if config.keep_best:
+            metric = config.best_metric
+            best_fn = lambda metrics: float(metrics[metric])  # noqa: E731
+            policies.append(
+                ocp_managers.BestN(
+                    get_metric_fn=best_fn,
+                    # BestN keeps the *last* n after sorting; descending order puts the lowest last.
+                    reverse=config.best_mode == "min",
+                    n=config.keep_best,
+                    keep_checkpoints_without_metrics=False,
+                )
+            )
+        options = ocp.CheckpointManagerOptions(
+            # Only multiples of the interval (orbax's default policy also saves the first step seen).
+            save_decision_policy=ocp_managers.FixedIntervalPolicy(config.save_every_steps),
+            best_fn=best_fn,
+            best_mode=config.best_mode,
+            preservation_policy=ocp_managers.AnyPreservationPolicy(policies),
+            enable_async_checkpointing=config.async_save,
+            create=True,
+        )
+        self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=_ITEMS)
+
+    def save(
+        self,
+        step: int,
+        state: TrainState,
+        data_state: Mapping[str, Any],
+        metrics: Mapping[str, float] | None = None,
+        *,
+        force: bool = False,
+    ) -> bool:
+        """Saves ``state`` and ``data_state`` as ``step`` if it is a multiple of ``save_every_steps``.
+
+        Steps at or below the latest saved one are skipped (returns False), forced or not.
+
+        Args:
+            step: the step number (usually ``int(state.step)``).
+            state: the train state (sharded or not).
+            data_state: the JSON-serialisable data iterator state.
+            metrics: scalar metrics; required to contain ``best_metric`` when ``keep_best > 0`` for
+                this step to compete for best (a step without metrics only counts as recent).
+            force: save even off the interval (final save, SIGTERM).
+
+        Returns:
+            Whether a checkpoint was started (with ``async_save``, call :meth:`wait` to know it landed).
+
+        Raises:
+            ValueError: ``metrics`` lack ``best_metric`` while ``keep_best > 0``.
+        """
+        step = int(step)
+        if metrics is not None:
+            metrics = {str(k): float(v) for k, v in metrics.items()}
+            if self.config.keep_best and self.config.best_metric not in metrics:
+                raise ValueError(
+                    f"metrics for step {step} lack the best metric {self.config.best_metric!r}: {sorted(metrics)}"
+                )
+        latest = self._manager.latest_step()
+        if latest is not None and step <= latest:  # e.g. a forced final save right after a periodic one
+            return False
+        if not force and not self._manager.should_save(step):
+            return False
+        impl = str(jax.random.key_impl(state.rng))
+        stored = state.replace(rng=jax.random.key_data(state.rng))
+        meta = {**self._meta, "format": FORMAT_VERSION, "step": step, "rng_impl": impl, "versions": _versions()}
+        args = ocp.args.Composite(
+            state=ocp.args.StandardSave(stored),
+            data=ocp.args.JsonSave(dict(data_state)),
+            meta=ocp.args.JsonSave(meta),
+        )
+        return bool(self._manager.save(step, args=args, metrics=metrics if self.config.keep_best else None, force=True))
+
+    def wait(self) -> None:
+        """Blocks until pending async saves are written (and old checkpoints pruned)."""
+        self._manager.wait_until_finished()
+
+    def latest_step(self) -> int | None:
+        """The newest complete step, or None if there is none."""
+        return self._manager.latest_step()
+
+    def all_steps(self) -> list[int]:
+        """All complete steps on disk, ascending."""
+        return sorted(self._manager.all_steps())
+
+    def best_step(self) -> int | None:
+        """The best step by ``best_metric`` (None when ``keep_best == 0`` or no step has metrics)."""
+        return self._manager.best_step() if self.config.keep_best else None
+
+    def restore(self, step: int | None = None, *, abstract_state: TrainState) -> tuple[TrainState, dict[str, Any]]:
+        """Restores (state, data state) of ``step`` (None: the latest).
+
+        Args:
+            step: the step to restore, or None for the latest.
+            abstract_state: the target: a ``TrainState`` of ``jax.ShapeDtypeStruct`` with shardings
+                (:func:`abstract_train_state`), or a concrete state whose shapes, dtypes and
+                shardings are used. Each host reads only the shards these shardings give it.
+
+        Raises:
+            FileNotFoundError: no checkpoint in the directory, or not ``step`` (naming what exists).
+        """
+        self.wait()
+        steps = self.all_steps()
+        if not steps:
+            raise FileNotFoundError(f"no checkpoint to restore in {self.directory}")
+        if step is None:
+            step = steps[-1]
+        elif int(step) not in steps:
+            raise FileNotFoundError(f"no checkpoint for step {step} in {self.directory}; steps there: {steps}")
+        step = int(step)
+        target = abstract_train_state(abstract_state)
+        rng_target = jax.eval_shape(jax.random.key_data, target.rng)
+        rng_target = jax.ShapeDtypeStruct(rng_target.shape, rng_target.dtype, sharding=target.rng.sharding)
+        restored = self._manager.restore(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(target.replace(rng=rng_target)),
+                data=ocp.args.JsonRestore(),
+                meta=ocp.args.JsonRestore(),
+            ),
+        )
+        meta = restored["meta"]
+        state = restored["state"]
+        state = state.replace(rng=jax.random.wrap_key_data(state.rng, impl=meta["rng_impl"]))
+        return state, dict(restored["data"])
+
+    def restore_meta(self, step: int | None = None) -> dict[str, Any]:
+        """The ``meta`` item of ``step`` (None: the latest)."""
+        step = self.latest_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(f"no checkpoint to restore in {self.directory}")
+        restored = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+        return dict(restored["meta"])
+
+    def close(self) -> None:
+        """Waits for pending saves and releases the manager."""
+        self._manager.wait_until_finished()
+        self._manager.close()
+
+    def __enter__(self) -> Checkpointer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
