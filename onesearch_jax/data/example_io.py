@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from onesearch_jax.data.kuaisearch import decode_json_line
 from onesearch_jax.data.schema import RecordError
 from onesearch_jax.sid.codebook import SidCodebook
 
@@ -312,16 +313,7 @@ def _read(path: Path, features: Mapping[str, str], name: str) -> Iterator[tuple[
             for number, raw in enumerate(f, start=1):
                 if not raw.strip():
                     continue
-                try:
-                    record = json.loads(raw.decode("utf-8"))
-                except UnicodeDecodeError as e:
-                    raise RecordError(
-                        path=name, line=number, field=None, kind="utf8", reason=f"invalid UTF-8 at byte {e.start}"
-                    ) from None
-                except json.JSONDecodeError as e:
-                    raise RecordError(
-                        path=name, line=number, field=None, kind="json", reason=f"invalid JSON: {e.msg}"
-                    ) from None
+                record = decode_json_line(raw, path=name, line=number)
                 if not isinstance(record, dict):
                     raise RecordError(path=name, line=number, field=None, kind="type", reason="expected an object")
                 check_record(record, features, path=name, line=number)

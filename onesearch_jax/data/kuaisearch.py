@@ -48,11 +48,11 @@ class SkipLog:
         return f"skipped {self.count} invalid lines ({kinds})" if self.count else "skipped 0 lines"
 
 
-def parse_line(cls: type[R], raw: bytes, *, path: str, line: int) -> R:
-    """Decodes one raw line (UTF-8, then JSON) and builds a record of type ``cls``.
+def decode_json_line(raw: bytes, *, path: str, line: int) -> Any:
+    """Decodes one raw JSON-lines line (UTF-8, then JSON) into its Python value.
 
     Raises:
-        RecordError: naming ``path``, ``line`` and the offending field.
+        RecordError: kind ``utf8`` or ``json``, naming ``path`` and ``line``.
     """
     try:
         text = raw.decode("utf-8")
@@ -66,7 +66,16 @@ def parse_line(cls: type[R], raw: bytes, *, path: str, line: int) -> R:
         raise RecordError(
             path=path, line=line, field=None, kind="json", reason=f"invalid JSON: {e.msg} at column {e.colno}"
         ) from None
-    return from_json(cls, obj, path=path, line=line)
+    return obj
+
+
+def parse_line(cls: type[R], raw: bytes, *, path: str, line: int) -> R:
+    """Decodes one raw line (UTF-8, then JSON) and builds a record of type ``cls``.
+
+    Raises:
+        RecordError: naming ``path``, ``line`` and the offending field.
+    """
+    return from_json(cls, decode_json_line(raw, path=path, line=line), path=path, line=line)
 
 
 def iter_numbered(

@@ -18,11 +18,11 @@ All are micro-averages over requests, overall and per query kind.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from onesearch_jax.data.kuaisearch import decode_json_line
 from onesearch_jax.data.schema import RecordError
 from onesearch_jax.understanding.keywords import Keyword
 from onesearch_jax.understanding.lexicon import normalize_term
@@ -73,10 +73,7 @@ def _read_jsonl(path: str | os.PathLike):
     with open(path, "rb") as f:
         for number, raw in enumerate(f, start=1):
             if raw.strip():
-                try:
-                    yield name, number, json.loads(raw.decode("utf-8"))
-                except (UnicodeDecodeError, json.JSONDecodeError) as e:
-                    raise RecordError(path=name, line=number, field=None, kind="json", reason=str(e)) from None
+                yield name, number, decode_json_line(raw, path=name, line=number)
 
 
 def load_query_truth(path: str | os.PathLike) -> dict[str, QueryTruth]:

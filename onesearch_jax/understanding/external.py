@@ -21,10 +21,10 @@ logs after the training window, must not be fed here.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 
+from onesearch_jax.data.kuaisearch import decode_json_line
 from onesearch_jax.data.schema import ATTRIBUTE_TYPES, RecordError
 from onesearch_jax.understanding.keywords import Candidate, KeywordRequest, ordered_types
 from onesearch_jax.understanding.lexicon import AttributeLexicon, normalize_term
@@ -91,12 +91,7 @@ def _parse(raw: bytes, path: str, line: int, rank_scores: bool):
     def fail(field: str | None, kind: str, reason: str) -> RecordError:
         return RecordError(path=path, line=line, field=field, kind=kind, reason=reason)
 
-    try:
-        obj = json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError as e:
-        raise fail(None, "utf8", f"invalid UTF-8 at byte {e.start}") from None
-    except json.JSONDecodeError as e:
-        raise fail(None, "json", f"invalid JSON: {e.msg}") from None
+    obj = decode_json_line(raw, path=path, line=line)
     if not isinstance(obj, dict):
         raise fail(None, "type", "expected a JSON object")
     for k in obj:

@@ -26,11 +26,11 @@ Unknown fields, wrong types, empty strings, unknown attribute types and repeated
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from onesearch_jax.data.kuaisearch import decode_json_line
 from onesearch_jax.data.schema import ATTRIBUTE_TYPES, RecordError
 from onesearch_jax.understanding.keywords import Candidate, KeywordRequest
 from onesearch_jax.understanding.lexicon import AttributeLexicon, PhraseMatcher, normalize_term
@@ -125,15 +125,7 @@ class Ontology:
 
 
 def _parse(raw: bytes, path: str, line: int) -> Intent:
-    try:
-        obj = json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError as e:
-        raise RecordError(
-            path=path, line=line, field=None, kind="utf8", reason=f"invalid UTF-8 at byte {e.start}"
-        ) from None
-    except json.JSONDecodeError as e:
-        raise RecordError(path=path, line=line, field=None, kind="json", reason=f"invalid JSON: {e.msg}") from None
-    return _from_obj(obj, path, line)
+    return _from_obj(decode_json_line(raw, path=path, line=line), path, line)
 
 
 def _from_obj(obj: Any, path: str, line: int) -> Intent:

@@ -41,6 +41,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from onesearch_jax.data.kuaisearch import decode_json_line
 from onesearch_jax.data.schema import RecordError
 from onesearch_jax.understanding.keywords import Keyword
 from onesearch_jax.understanding.logs import query_key
@@ -212,7 +213,7 @@ class KeywordRepository:
             for number, raw in enumerate(f, start=1):
                 if not raw.strip():
                     continue
-                obj = _decode(raw, name, number)
+                obj = decode_json_line(raw, path=name, line=number)
                 if header is None:
                     header = _check_header(obj, name, number)
                     continue
@@ -228,17 +229,6 @@ class KeywordRepository:
         if header is None:
             raise RecordError(path=name, line=1, field=None, kind="empty", reason="no header line")
         return cls(header=header, entries=entries)
-
-
-def _decode(raw: bytes, path: str, line: int) -> Any:
-    try:
-        return json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError as e:
-        raise RecordError(
-            path=path, line=line, field=None, kind="utf8", reason=f"invalid UTF-8 at byte {e.start}"
-        ) from None
-    except json.JSONDecodeError as e:
-        raise RecordError(path=path, line=line, field=None, kind="json", reason=f"invalid JSON: {e.msg}") from None
 
 
 def _check_header(obj: Any, path: str, line: int) -> dict[str, Any]:
