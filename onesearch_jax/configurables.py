@@ -8,12 +8,15 @@ import gin
 from onesearch_jax.data.examples import ExamplesConfig
 from onesearch_jax.data.relevance_import import RelevanceTableConfig
 from onesearch_jax.data.world import WorldConfig
+from onesearch_jax.decode.infer_config import InferConfig
 from onesearch_jax.models.configs import T5Config
 from onesearch_jax.models.mesh_config import MeshConfig, standard_logical_axis_rules
 from onesearch_jax.sid.build import SidBuildConfig
 from onesearch_jax.sid.embed import TfidfSvdConfig
 from onesearch_jax.sid.quantize import QuantizerConfig
+from onesearch_jax.train.checkpoint_config import CheckpointConfig
 from onesearch_jax.train.optimizer_config import OptimizerConfig
+from onesearch_jax.train.run_config import StageConfig, TrainConfig
 from onesearch_jax.understanding.calibrate import CalibrationConfig, UserCalibrationConfig
 from onesearch_jax.understanding.categories import CategoryConfig
 from onesearch_jax.understanding.job import KeywordJobConfig
@@ -70,3 +73,10 @@ def configured_understanding() -> UnderstandingConfig:
 ConfiguredMesh = gin.external_configurable(MeshConfig, "MeshConfig")
 ConfiguredOptimizer = gin.external_configurable(OptimizerConfig, "OptimizerConfig")
 configured_logical_axis_rules = gin.external_configurable(standard_logical_axis_rules, "standard_logical_axis_rules")
+
+# Runs (gin/runs/*.gin): the curriculum, its evaluation and logging, and the checkpoints.
+ConfiguredStage = gin.external_configurable(StageConfig, "StageConfig")
+ConfiguredTrain = gin.external_configurable(TrainConfig, "TrainConfig")
+# The caller passes directory=<model_dir>/checkpoints unless gin binds it (an explicit argument wins).
+ConfiguredCheckpoint = gin.external_configurable(CheckpointConfig, "CheckpointConfig")
+ConfiguredInfer = gin.external_configurable(InferConfig, "InferConfig")

@@ -12,6 +12,10 @@ Usage::
         [--ontology=JSONL] [--external_keywords=JSONL] [--refresh_from=OLD.jsonl] [--report_json=FILE]
     onesearch data build-examples DATA_DIR OUT_DIR --sids=SIDS_DIR --keywords=REPOSITORY.jsonl
         [--gin_file=gin/examples/default.gin] [--skip_invalid]
+    onesearch train --gin_file=gin/runs/sft.gin --gin_file=gin/models/tiny.gin [--gin.MODEL_DIR="'DIR'"]
+    onesearch eval --gin_file=gin/runs/sft.gin --gin_file=gin/models/tiny.gin [--step=N | --all_steps]
+    onesearch infer --gin_file=gin/runs/sft.gin --gin_file=gin/runs/infer.gin --gin_file=gin/models/tiny.gin
+        [--step=N] [--gin.InferConfig.inputs_file="'inputs.txt'"]
 
 Configuration: ``--gin_file`` (repeatable, looked up in ``--gin_search_paths`` and the project
 root), then ``--gin.NAME=VALUE`` overrides (or ``--gin_bindings``). Bad input ends with one line
@@ -27,13 +31,21 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
+import gin
 from absl import app, flags, logging
 
 from onesearch_jax.configurables import (
+    ConfiguredCheckpoint,
     ConfiguredExamples,
+    ConfiguredInfer,
     ConfiguredKeywordJob,
+    ConfiguredMesh,
+    ConfiguredOptimizer,
+    ConfiguredT5,
     ConfiguredTable,
+    ConfiguredTrain,
     ConfiguredWorld,
+    configured_logical_axis_rules,
     configured_sid_build,
     configured_understanding,
     configured_vocab,
@@ -70,6 +82,8 @@ flags.DEFINE_string("external_keywords", None, "keywords: JSONL of query -> keyw
 flags.DEFINE_string("refresh_from", None, "keywords: repository to refresh incrementally (adds new queries only).")
 flags.DEFINE_string("sids", None, "build-examples: the SID codebook directory (onesearch build-sids).")
 flags.DEFINE_string("keywords", None, "build-examples: the keyword repository (onesearch keywords).")
+flags.DEFINE_integer("step", None, "eval, infer: the checkpoint step (default: the latest).")
+flags.DEFINE_bool("all_steps", False, "eval: evaluate every checkpoint in the model directory, oldest first.")
 
 
 def cmd_world(args: Sequence[str]) -> int:
@@ -186,6 +200,96 @@ def cmd_build_examples(args: Sequence[str]) -> int:
     return 0
 
 
+def _train_setup(num_microbatches: int = 1):
+    """The run config, checked against the vocabulary, the devices and the mesh (nothing compiled)."""
+    from onesearch_jax.train.run import prepare_run  # jax, seqio and TensorFlow: only training jobs load them
+
+    config = ConfiguredTrain()
+    setup = prepare_run(
+        config, model_config_fn=lambda vocab_size: ConfiguredT5(vocab_size=vocab_size), mesh_config=ConfiguredMesh(),
+        rules=configured_logical_axis_rules(), num_microbatches=num_microbatches,
+    )  # fmt: skip
+    return setup, ConfiguredCheckpoint(directory=os.path.join(config.model_dir, "checkpoints"))
+
+
+def _configured_optimizer(total_steps: int):
+    """OptimizerConfig from gin; a cosine without ``total_steps`` ends at the run's last step."""
+    try:
+        gin.query_parameter("OptimizerConfig.total_steps")
+    except ValueError:  # not bound
+        return ConfiguredOptimizer(total_steps=total_steps)
+    return ConfiguredOptimizer()
+
+
+def cmd_train(args: Sequence[str]) -> int:
+    """Trains (or resumes) the run the gin files describe; SIGTERM saves a checkpoint and exits 0."""
+    _expect(args, 0, "train takes no positional arguments; configure it with --gin_file and --gin.NAME=VALUE")
+    total = ConfiguredTrain().total_steps
+    optimizer = _configured_optimizer(total)
+    setup, checkpoints = _train_setup(optimizer.num_microbatches)
+    from onesearch_jax.models.encoder_decoder import param_count
+    from onesearch_jax.train.preemption import PreemptionWatcher
+    from onesearch_jax.train.run import train_run
+
+    config = setup.config
+    stages = ", ".join(f"{s.name} {s.num_steps}" for s in config.stages)
+    print(f"model: {param_count(setup.model_config):,} parameters, vocabulary {setup.vocab.vocab_size} ids "
+          f"(embedding {setup.model_config.vocab_size}); mesh {dict(setup.mesh.shape)}; batch {config.batch_size}; "
+          f"stages: {stages} steps; model dir {config.model_dir}")  # fmt: skip
+    with PreemptionWatcher() as watcher:
+        result = train_run(setup, optimizer_config=optimizer, checkpoint_config=checkpoints,
+                           run_meta={"gin_config": gin.config_str()}, watcher=watcher)  # fmt: skip
+    if result.step == result.start_step:
+        print(f"nothing to do: the run is complete at step {result.step} (of {total}) in {config.model_dir}")
+        return 0
+    status = "preempted: checkpoint written at" if result.preempted else "trained to"
+    loss = result.train_metrics.get("loss", float("nan"))
+    evals = ", ".join(f"{k} {v:.4f}" for k, v in sorted(result.eval_metrics.items()) if not k.endswith("examples"))
+    print(f"{status} step {result.step} (of {total}, from {result.start_step}); train loss {loss:.4f}; {evals}")
+    print(f"checkpoints: {checkpoints.path}; metrics: {os.path.join(config.model_dir, 'metrics.jsonl')}")
+    return 0
+
+
+def cmd_infer(args: Sequence[str]) -> int:
+    """Decodes a task split (or --gin.InferConfig.inputs_file) with a checkpoint; writes JSON lines."""
+    _expect(args, 0, "infer takes no positional arguments; configure it with --gin_file and --gin.NAME=VALUE")
+    config = ConfiguredInfer()
+    setup, checkpoints = _train_setup()
+    from onesearch_jax.decode.infer import run_infer
+
+    summary = run_infer(setup, checkpoints, config, step=FLAGS.step)
+    exact = "n/a (no targets)" if summary.exact_match is None else f"{summary.exact_match:.2%}"
+    print(f"decoded {summary.examples} examples with step {summary.step} (greedy): exact match {exact}, "
+          f"predictions that spell a SID {summary.sid_rate:.2%}; written to {summary.path}")  # fmt: skip
+    return 0
+
+
+def cmd_eval(args: Sequence[str]) -> int:
+    """Teacher-forced validation metrics of a checkpoint (or all of them) of the run the gin files describe."""
+    _expect(args, 0, "eval takes no positional arguments; configure it with --gin_file and --gin.NAME=VALUE")
+    setup, checkpoints = _train_setup()
+    from onesearch_jax.train.checkpoints import Checkpointer
+    from onesearch_jax.train.run import evaluate_checkpoint
+
+    if FLAGS.all_steps:
+        with Checkpointer(checkpoints, read_only=True) as checkpointer:
+            steps = checkpointer.all_steps()
+        if not steps:
+            raise FileNotFoundError(f"no checkpoint in {checkpoints.path}")
+    else:
+        steps = [FLAGS.step]
+    out_dir = os.path.join(setup.config.model_dir, "eval")
+    os.makedirs(out_dir, exist_ok=True)
+    for step in steps:
+        step, metrics = evaluate_checkpoint(setup, checkpoints, step)
+        print(f"step {step}:")
+        for name, value in sorted(metrics.items()):
+            print(f"  {name:48}{value:12.4f}")
+        with open(os.path.join(out_dir, f"teacher_forced_step_{step}.json"), "w", encoding="utf-8") as f:
+            json.dump({"step": step, **metrics}, f, indent=2)
+    return 0
+
+
 COMMANDS: dict[tuple[str, ...], Callable[[Sequence[str]], int]] = {
     ("world",): cmd_world,
     ("data", "validate"): cmd_validate,
@@ -193,6 +297,9 @@ COMMANDS: dict[tuple[str, ...], Callable[[Sequence[str]], int]] = {
     ("data", "build-examples"): cmd_build_examples,
     ("build-sids",): cmd_build_sids,
     ("keywords",): cmd_keywords,
+    ("train",): cmd_train,
+    ("eval",): cmd_eval,
+    ("infer",): cmd_infer,
 }
 
 
@@ -203,6 +310,8 @@ def _expect(args: Sequence[str], n: int, usage: str) -> Sequence[str]:
 
 
 def main(argv: Sequence[str]) -> int:
+    if not FLAGS["verbosity"].present:  # orbax and seqio log every file at INFO (--verbosity=0 shows it)
+        logging.set_verbosity(logging.WARNING)
     args = list(argv[1:])
     words = next((w for w in COMMANDS if tuple(args[: len(w)]) == w), None)
     if words is None:

@@ -36,3 +36,30 @@ def small_world(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("world")
     generate_world(SMALL_WORLD, out)
     return out
+
+
+@pytest.fixture(scope="session")
+def world_records(small_world, tmp_path_factory) -> Path:
+    """The whole data path on the small world: keywords, SIDs, records and vocabulary (about 15 s).
+
+    Returns the root holding ``sids/``, ``kw.jsonl``, ``out/`` (the records) and ``vocab/``.
+    """
+    from onesearch_jax.data.example_io import vocabulary_corpus
+    from onesearch_jax.data.examples import build_examples
+    from onesearch_jax.data.prompts import PROMPT_MARKERS
+    from onesearch_jax.sid.build import SidBuildConfig, build_sids, resolve_data_dir
+    from onesearch_jax.sid.codebook import SidCodebook
+    from onesearch_jax.sid.embed import TfidfSvdConfig
+    from onesearch_jax.sid.quantize import QuantizerConfig
+    from onesearch_jax.understanding.job import KeywordJobConfig, run_keywords_job
+    from onesearch_jax.vocab import VocabConfig, train_vocabulary
+
+    root = tmp_path_factory.mktemp("world_records")
+    data, lexicon = resolve_data_dir(small_world, None)
+    sids = SidBuildConfig(tfidf=TfidfSvdConfig(dim=32), quantizer=QuantizerConfig(level_sizes=(8, 4, 4), niter=10))
+    build_sids(data, root / "sids", sids, lexicon_path=lexicon)
+    run_keywords_job(small_world, root / "kw.jsonl", job=KeywordJobConfig(evaluate=False))
+    build_examples(data, root / "out", sids_dir=root / "sids", keywords_path=root / "kw.jsonl")
+    vocab = VocabConfig(vocab_size=3000, hard_vocab_limit=False, extra_symbols=PROMPT_MARKERS)
+    train_vocabulary(vocabulary_corpus(root / "out"), SidCodebook.load(root / "sids"), root / "vocab", vocab)
+    return root

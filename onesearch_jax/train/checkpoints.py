@@ -26,7 +26,6 @@ on restore with the implementation recorded in ``meta``.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import tempfile
 from collections.abc import Mapping
@@ -38,53 +37,13 @@ import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as ocp_managers
 
+from onesearch_jax.train.checkpoint_config import CheckpointConfig
 from onesearch_jax.train.state import TrainState
+
+__all__ = ["CheckpointConfig", "Checkpointer", "abstract_train_state", "check_writable"]
 
 FORMAT_VERSION = 1
 _ITEMS = ("state", "data", "meta")
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class CheckpointConfig:
-    """Where and how often to checkpoint, and what to keep.
-
-    Attributes:
-        directory: the checkpoint root (one sub-directory per step). Local paths are made absolute.
-        save_every_steps: ``save`` writes only at multiples of this (unless ``force``).
-        keep_last: the number of most recent checkpoints kept (K >= 1).
-        keep_best: the number of best checkpoints by ``best_metric`` also kept (0 = off).
-        best_metric: the metrics key ranking checkpoints, e.g. ``"eval/loss"``.
-        best_mode: ``"min"`` (lower is better) or ``"max"``.
-        async_save: write in a background thread; ``save`` returns once arrays are copied to host.
-    """
-
-    directory: str | os.PathLike[str]
-    save_every_steps: int = 1000
-    keep_last: int = 3
-    keep_best: int = 0
-    best_metric: str = "eval/loss"
-    best_mode: str = "min"
-    async_save: bool = True
-
-    def __post_init__(self) -> None:
-        if not str(self.directory):
-            raise ValueError("CheckpointConfig.directory must be non-empty")
-        for name in ("save_every_steps", "keep_last"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"CheckpointConfig.{name} must be an int >= 1, got {value!r}")
-        if isinstance(self.keep_best, bool) or not isinstance(self.keep_best, int) or self.keep_best < 0:
-            raise ValueError(f"CheckpointConfig.keep_best must be an int >= 0, got {self.keep_best!r}")
-        if self.keep_best and not self.best_metric:
-            raise ValueError("CheckpointConfig.best_metric must name a metric when keep_best > 0")
-        if self.best_mode not in ("min", "max"):
-            raise ValueError(f"CheckpointConfig.best_mode must be 'min' or 'max', got {self.best_mode!r}")
-
-    @property
-    def path(self) -> str:
-        """The directory as a string, made absolute when local (orbax requires absolute paths)."""
-        text = os.fspath(self.directory)
-        return text if "://" in text else os.path.abspath(text)
 
 
 def check_writable(directory: str | os.PathLike[str]) -> None:
@@ -138,15 +97,21 @@ class Checkpointer:
     Args:
         config: the :class:`CheckpointConfig`.
         meta: extra JSON-serialisable fields stored with every checkpoint (e.g. the run's gin config).
+        read_only: only read (evaluation, inference): the directory must exist and is never written.
 
     Raises:
         PermissionError: ``config.directory`` is not writable (checked before anything is built).
+        FileNotFoundError: ``read_only`` and the directory does not exist.
     """
 
-    def __init__(self, config: CheckpointConfig, *, meta: Mapping[str, Any] | None = None):
+    def __init__(self, config: CheckpointConfig, *, meta: Mapping[str, Any] | None = None, read_only: bool = False):
         self.config = config
         self.directory = config.path
-        check_writable(self.directory)
+        if read_only:
+            if not os.path.isdir(self.directory):
+                raise FileNotFoundError(f"checkpoint directory {self.directory} does not exist")
+        else:
+            check_writable(self.directory)
         self._meta = dict(meta or {})
         policies: list[Any] = [ocp_managers.LatestN(n=config.keep_last)]
         best_fn = None
@@ -169,7 +134,8 @@ class Checkpointer:
             best_mode=config.best_mode,
             preservation_policy=ocp_managers.AnyPreservationPolicy(policies),
             enable_async_checkpointing=config.async_save,
-            create=True,
+            create=not read_only,
+            read_only=read_only,
         )
         self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=_ITEMS)
 
@@ -274,6 +240,41 @@ class Checkpointer:
         state = restored["state"]
         state = state.replace(rng=jax.random.wrap_key_data(state.rng, impl=meta["rng_impl"]))
         return state, dict(restored["data"])
+
+    def restore_params(self, step: int | None = None, *, abstract_params: Any) -> Any:
+        """Restores only the parameters of ``step`` (None: the latest), for evaluation and inference.
+
+        The optimizer state is not read (orbax partial restore), so a job that never trains needs no
+        optimizer configuration and reads a third of the bytes of an AdamW checkpoint.
+
+        Args:
+            step: the step, or None for the latest.
+            abstract_params: the target ``nnx.State`` of ``jax.ShapeDtypeStruct`` with shardings (or
+                concrete arrays whose shapes, dtypes and shardings are used).
+
+        Raises:
+            FileNotFoundError: no such checkpoint (naming the steps that exist).
+            ValueError: the checkpoint's parameters do not have the target's shapes (another model).
+        """
+        self.wait()
+        steps = self.all_steps()
+        if not steps:
+            raise FileNotFoundError(f"no checkpoint to restore in {self.directory}")
+        step = steps[-1] if step is None else int(step)
+        if step not in steps:
+            raise FileNotFoundError(f"no checkpoint for step {step} in {self.directory}; steps there: {steps}")
+        target = {"params": abstract_train_state(abstract_params)}
+        restore_args = jax.tree.map(
+            lambda s: ocp.ArrayRestoreArgs(global_shape=s.shape, dtype=s.dtype, sharding=s.sharding), target
+        )
+        path = os.path.join(self.directory, str(step), "state")
+        try:
+            restored = ocp.PyTreeCheckpointer().restore(
+                path, args=ocp.args.PyTreeRestore(target, restore_args=restore_args, partial_restore=True)
+            )
+        except ValueError as error:
+            raise ValueError(f"the parameters in {path} do not fit this model: {error}") from error
+        return restored["params"]
 
     def restore_meta(self, step: int | None = None) -> dict[str, Any]:
         """The ``meta`` item of ``step`` (None: the latest)."""

@@ -141,6 +141,47 @@ def shard_train_state(
     return jax.device_put(state, shardings), shardings
 
 
+def abstract_init(
+    model_fn: Callable[[nnx.Rngs], nnx.Module],
+    optimizer: Optimizer | optax.GradientTransformation,
+    mesh: Mesh,
+    rules: Sequence[tuple[str, partitioning.MeshAxes]],
+    *,
+    seed: int = 0,
+) -> tuple[nnx.GraphDef, TrainState, TrainState, Callable[[], TrainState]]:
+    """The state's structure without allocating it: (graphdef, abstract state, shardings, init).
+
+    The state is traced abstractly (``jax.eval_shape``; nothing allocated) and its shardings derived
+    from the parameters' logical axes. ``init()`` then writes each shard where it belongs with a
+    jitted initialiser (``out_shardings``), as T5X's partitioned init does; a run that resumes from a
+    checkpoint restores into the abstract state instead and never calls it.
+
+    Raises:
+        ValueError: from the shardings: unknown logical axes, or dimensions the mesh cannot divide
+            (before anything is compiled).
+    """
+    tx = _tx(optimizer)
+    captured: dict[str, nnx.GraphDef] = {}
+
+    def state_only(seed_key: jax.Array) -> TrainState:
+        params_key, dropout_key = jax.random.split(seed_key)
+        with nnx.use_eager_sharding(False):
+            model = model_fn(nnx.Rngs(params=params_key))
+        graphdef, params = split_params(model)
+        captured["graphdef"] = graphdef
+        return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), rng=dropout_key)
+
+    key = jax.random.key(seed)
+    abstract = jax.eval_shape(state_only, key)
+    shardings = train_state_shardings(abstract, mesh, rules)
+
+    def init() -> TrainState:
+        with jax.set_mesh(mesh):
+            return jax.jit(state_only, out_shardings=shardings)(key)
+
+    return captured["graphdef"], abstract, shardings, init
+
+
 def init_train_state(
     model_fn: Callable[[nnx.Rngs], nnx.Module],
     optimizer: Optimizer | optax.GradientTransformation,
@@ -151,9 +192,7 @@ def init_train_state(
 ) -> tuple[nnx.GraphDef, TrainState, TrainState]:
     """Initialises the model and optimizer directly sharded over ``mesh`` (works multi-host).
 
-    The state is traced abstractly first (``nnx.eval_shape``; nothing allocated), its shardings are
-    derived from the parameters' logical axes, then a jitted initialiser writes each shard where it
-    belongs (``out_shardings``), as T5X's partitioned init does.
+    ``abstract_init`` then its ``init()``: nothing is materialised on one device first.
 
     Args:
         model_fn: builds the model from an ``nnx.Rngs``, e.g. ``lambda r: EncoderDecoder(cfg, rngs=r)``.
@@ -165,27 +204,5 @@ def init_train_state(
     Returns:
         (graphdef, state, state shardings).
     """
-    tx = _tx(optimizer)
-
-    def build(seed_key: jax.Array) -> tuple[nnx.GraphDef, TrainState]:
-        params_key, dropout_key = jax.random.split(seed_key)
-        with nnx.use_eager_sharding(False):
-            model = model_fn(nnx.Rngs(params=params_key))
-        graphdef, params = split_params(model)
-        return graphdef, TrainState(
-            step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), rng=dropout_key
-        )
-
-    key = jax.random.key(seed)
-    captured: dict[str, nnx.GraphDef] = {}
-
-    def state_only(seed_key: jax.Array) -> TrainState:
-        graphdef, state = build(seed_key)
-        captured["graphdef"] = graphdef
-        return state
-
-    abstract = jax.eval_shape(state_only, key)
-    shardings = train_state_shardings(abstract, mesh, rules)
-    with jax.set_mesh(mesh):
-        state = jax.jit(state_only, out_shardings=shardings)(key)
-    return captured["graphdef"], state, shardings
+    graphdef, _, shardings, init = abstract_init(model_fn, optimizer, mesh, rules, seed=seed)
+    return graphdef, init(), shardings

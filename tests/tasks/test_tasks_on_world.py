@@ -15,11 +15,10 @@ from onesearch_jax.data.example_io import vocabulary_corpus
 from onesearch_jax.data.examples import ExamplesConfig, build_examples
 from onesearch_jax.data.kuaisearch import KuaiSearchDataset
 from onesearch_jax.data.prompts import MARKER_KEYWORDS, PROMPT_MARKERS, remove_segment
-from onesearch_jax.sid.build import SidBuildConfig, build_sids, resolve_data_dir
+from onesearch_jax.sid.build import SidBuildConfig
 from onesearch_jax.sid.codebook import SidCodebook
 from onesearch_jax.sid.embed import TfidfSvdConfig
 from onesearch_jax.sid.quantize import QuantizerConfig
-from onesearch_jax.understanding.job import KeywordJobConfig, run_keywords_job
 from onesearch_jax.understanding.repository import FORMAT, KeywordRepository
 from onesearch_jax.vocab import VocabConfig, train_vocabulary
 from tasks.onesearch import register_onesearch_tasks
@@ -35,15 +34,9 @@ def _first_record(out, stage):
 
 
 @pytest.fixture(scope="module")
-def world_tasks(small_world, tmp_path_factory):
-    root = tmp_path_factory.mktemp("world_tasks")
-    data, lexicon = resolve_data_dir(small_world, None)
-    build_sids(data, root / "sids", SIDS, lexicon_path=lexicon)
-    run_keywords_job(small_world, root / "kw.jsonl", job=KeywordJobConfig(evaluate=False))
-    build_examples(data, root / "out", sids_dir=root / "sids", keywords_path=root / "kw.jsonl")
-    vocab = train_vocabulary(vocabulary_corpus(root / "out"), SidCodebook.load(root / "sids"), root / "vocab", VOCAB)
-    register_onesearch_tasks(str(root / "out"), str(root / "vocab"))
-    return vocab, root / "out"
+def world_tasks(world_records):
+    vocab = register_onesearch_tasks(str(world_records / "out"), str(world_records / "vocab"))
+    return vocab, world_records / "out"
 
 
 @pytest.mark.parametrize(

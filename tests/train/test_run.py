@@ -1,0 +1,177 @@
+"""run.py: a real run on records of the small world: train, resume, evaluate a checkpoint, decode.
+
+The tiny T5 with one feature-length set for every stage (one compiled train step), a few steps per
+stage: the point is the wiring (tasks -> streams -> steps -> checkpoints -> restore), which the
+loop's own tests (test_trainer.py) check in depth on the stand-in model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from onesearch_jax.decode.infer import read_inputs_file, run_infer
+from onesearch_jax.decode.infer_config import InferConfig
+from onesearch_jax.models.configs import named_config
+from onesearch_jax.models.mesh_config import MeshConfig, standard_logical_axis_rules
+from onesearch_jax.train.checkpoints import CheckpointConfig, Checkpointer
+from onesearch_jax.train.metrics_writer import read_metrics
+from onesearch_jax.train.optimizer_config import OptimizerConfig
+from onesearch_jax.train.run import evaluate_checkpoint, padded_vocab_size, prepare_run, restore_params, train_run
+from onesearch_jax.train.run_config import StageConfig, TrainConfig
+
+LENGTHS = {"inputs": 96, "targets": 64}
+RULES = standard_logical_axis_rules()
+
+
+def train_config(records, model_dir, steps=(2, 2, 3)) -> TrainConfig:
+    names = [("stage1", "onesearch_stage1"), ("stage2", "onesearch_stage2"), ("stage3", "onesearch_stage3")]
+    return TrainConfig(
+        model_dir=str(model_dir), examples_dir=str(records / "out"), vocab_dir=str(records / "vocab"),
+        stages=[StageConfig(name=n, mixture_or_task=t, num_steps=k, task_feature_lengths=LENGTHS)
+                for (n, t), k in zip(names, steps, strict=True)],
+        batch_size=8, eval_feature_lengths=LENGTHS, eval_every_steps=0, eval_max_batches=2, log_every_steps=1,
+        progress_bar=False,
+    )  # fmt: skip
+
+
+def setup_for(config, **kwargs):
+    model = lambda v: named_config("tiny", vocab_size=v, dtype="float32")  # noqa: E731
+    return prepare_run(config, model_config_fn=model, mesh_config=MeshConfig(), rules=RULES, **kwargs)
+
+
+def checkpoints(model_dir) -> CheckpointConfig:
+    return CheckpointConfig(directory=model_dir / "checkpoints", save_every_steps=2, keep_last=5, async_save=False)
+
+
+@pytest.fixture(scope="module")
+def trained(world_records, tmp_path_factory):
+    model_dir = tmp_path_factory.mktemp("run")
+    setup = setup_for(train_config(world_records, model_dir, steps=(2, 2, 1)))
+    optimizer = OptimizerConfig(learning_rate=3e-3)
+    first = train_run(setup, optimizer_config=optimizer, checkpoint_config=checkpoints(model_dir))
+    setup = setup_for(train_config(world_records, model_dir))  # stage 3 gets 2 more steps: resume
+    second = train_run(setup, optimizer_config=optimizer, checkpoint_config=checkpoints(model_dir))
+    return setup, model_dir, first, second
+
+
+def test_trains_every_stage_then_resumes_from_the_latest_checkpoint(trained):
+    setup, model_dir, first, second = trained
+    assert (first.start_step, first.step) == (0, 5)
+    assert (second.start_step, second.step) == (5, 7)
+    assert setup.model_config.vocab_size == padded_vocab_size(setup.vocab.vocab_size, 128)
+    with Checkpointer(checkpoints(model_dir), read_only=True) as checkpointer:
+        assert checkpointer.all_steps() == [2, 4, 5, 6, 7]
+        meta = checkpointer.restore_meta()
+    assert meta["vocab_size"] == setup.vocab.vocab_size and meta["model"]["d_model"] == 128
+    train = read_metrics(model_dir / "metrics.jsonl", "train")
+    assert [r["step"] for r in train] == [1, 2, 3, 4, 5, 6, 7]
+    assert [r["stage_index"] for r in train] == [0, 0, 1, 1, 2, 2, 2]
+    assert all(np.isfinite(r["loss"]) and r["loss"] > 0 for r in train)
+    evals = read_metrics(model_dir / "metrics.jsonl", "eval")
+    assert [r["step"] for r in evals] == [5, 7]  # the end of each call
+    assert evals[-1]["eval/onesearch_personalized_raw/examples"] == 16  # 2 batches of 8
+    run = json.loads((model_dir / "run.json").read_text())
+    assert [s["num_steps"] for s in run["stages"]] == [2, 2, 3]
+
+
+def test_evaluating_a_checkpoint_reproduces_the_training_time_evaluation(trained):
+    setup, model_dir, _, second = trained
+    step, metrics = evaluate_checkpoint(setup, checkpoints(model_dir))
+    assert step == 7
+    for name, value in second.eval_metrics.items():
+        assert metrics[name] == pytest.approx(value, rel=1e-6), name
+
+
+def test_restored_parameters_equal_the_trained_ones(trained):
+    setup, model_dir, _, second = trained
+    _, params, step = restore_params(setup, checkpoints(model_dir))
+    assert step == 7
+    for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(second.state.params), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_infer_writes_one_line_per_example_and_its_sid(trained, tmp_path):
+    setup, model_dir, _, _ = trained
+    config = InferConfig(split="validation", max_examples=10, batch_size=8, input_length=96, target_length=8,
+                         output=str(tmp_path / "preds.jsonl"))  # fmt: skip
+    summary = run_infer(setup, checkpoints(model_dir), config)
+    lines = [json.loads(line) for line in (tmp_path / "preds.jsonl").read_text().splitlines()]
+    assert summary.examples == len(lines) == 10 and summary.step == 7
+    assert [r["index"] for r in lines] == list(range(10))
+    for record in lines:
+        assert record["targets"].startswith("<a_")
+        assert record["exact_match"] == (record["prediction"] == record["targets"])
+        if record["sid"] is not None:  # the predicted tokens spell it
+            assert record["prediction"] == setup.vocab.decode(setup.vocab.sid_token_ids(record["sid"]))
+        assert record["logprob"] <= 0
+    assert summary.sid_rate == sum(r["sid"] is not None for r in lines) / 10
+
+
+def test_infer_inputs_file_errors_name_the_line(tmp_path):
+    path = tmp_path / "inputs.txt"
+    path.write_text("[query] red dress\n\n", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"inputs.txt:2: inputs: blank line"):
+        read_inputs_file(path)
+    path.write_bytes(b"ok\n\xff\n")
+    with pytest.raises(ValueError, match=r"inputs.txt:2: inputs: not UTF-8"):
+        read_inputs_file(path)
+
+
+def test_checkpoint_of_another_model_is_refused_with_the_differences(trained):
+    setup, model_dir, _, _ = trained
+    other = dataclasses.replace(setup, model_config=setup.model_config.replace(d_ff=512))
+    with pytest.raises(ValueError, match=r"another model.*'d_ff': \(256, 512\)"):
+        restore_params(other, checkpoints(model_dir))
+
+
+def test_bad_configurations_fail_before_anything_is_built(world_records, tmp_path):
+    config = train_config(world_records, tmp_path)
+    with pytest.raises(ValueError, match="2 devices, but 1 devices are available"):
+        prepare_run(config, model_config_fn=lambda v: named_config("tiny", vocab_size=v),
+                    mesh_config=MeshConfig(data=2), rules=RULES)  # fmt: skip
+    with pytest.raises(ValueError, match=r"TrainConfig.batch_size: batch size 8 is not divisible .* = 3"):
+        setup_for(config, num_microbatches=3)
+    bad_stage = dataclasses.replace(config.stages[0], mixture_or_task="onesearch_stage9")
+    with pytest.raises(ValueError, match=r"stage stage1: no seqio Task or Mixture named 'onesearch_stage9'"):
+        setup_for(dataclasses.replace(config, stages=[bad_stage]))
+    with pytest.raises(FileNotFoundError, match=r"vocab_dir .* is not a directory"):
+        setup_for(dataclasses.replace(config, vocab_dir=str(tmp_path / "missing")))
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"stages": []}, "non-empty list of StageConfig"),
+        ({"batch_size": 0}, "batch_size must be an int >= 1"),
+        ({"eval_tasks": [""]}, "eval_tasks must be task names"),
+        ({"model_dir": ""}, "model_dir must be a non-empty path"),
+    ],
+)
+def test_train_config_is_validated(world_records, tmp_path, change, message):
+    fields = dataclasses.asdict(train_config(world_records, tmp_path))
+    fields["stages"] = train_config(world_records, tmp_path).stages
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**{**fields, **change})
+
+
+def test_stage_config_is_validated():
+    with pytest.raises(ValueError, match="name must be letters"):
+        StageConfig(name="a b", mixture_or_task="t", num_steps=1, task_feature_lengths=LENGTHS)
+    with pytest.raises(ValueError, match="must map at least 'inputs' and 'targets'"):
+        StageConfig(name="a", mixture_or_task="t", num_steps=1, task_feature_lengths={"inputs": 4})
+    with pytest.raises(ValueError, match="feature_converter must be one of"):
+        StageConfig(name="a", mixture_or_task="t", num_steps=1, task_feature_lengths=LENGTHS, feature_converter="x")
+
+
+def test_stage_at_maps_global_steps_to_stages(world_records, tmp_path):
+    config = train_config(world_records, tmp_path, steps=(2, 3, 1))
+    assert config.total_steps == 6
+    assert [config.stage_at(s) for s in range(6)] == [(0, 0), (0, 1), (1, 0), (1, 1), (1, 2), (2, 0)]
+    assert config.stage_start(2) == 5
+    with pytest.raises(ValueError, match="outside the run's 6 steps"):
+        config.stage_at(6)
