@@ -166,6 +166,7 @@ def train_loop(
     history: list[dict[str, jax.Array]] = []
     interval_start = time.perf_counter()
     interval_steps = 0
+    excluded = 0.0  # evaluation seconds inside the interval: not training throughput
     preempted = False
     try:
         while step < total:
@@ -184,14 +185,14 @@ def train_loop(
             preempted = watcher is not None and not last and watcher.should_stop(step)
             if step % config.log_every_steps == 0 or last or preempted:
                 train_metrics = _mean(history)
-                seconds = time.perf_counter() - interval_start
+                seconds = time.perf_counter() - interval_start - excluded
                 train_metrics["steps_per_second"] = interval_steps / seconds
                 train_metrics["examples_per_second"] = interval_steps * config.global_batch_size / seconds
                 writer.write(step, "train", {**train_metrics, "stage_index": index})
                 if bar is not None:
                     bar.set_postfix(stage=stages[index].name, loss=f"{train_metrics['loss']:.4f}",
                                     ex_per_s=f"{train_metrics['examples_per_second']:.0f}")  # fmt: skip
-                history, interval_steps, interval_start = [], 0, time.perf_counter()
+                history, interval_steps, interval_start, excluded = [], 0, time.perf_counter(), 0.0
             save_now = checkpointer is not None and (last or step % checkpointer.config.save_every_steps == 0)
             eval_now = evaluate is not None and (
                 last
@@ -199,9 +200,10 @@ def train_loop(
                 or (save_now and checkpointer.config.keep_best > 0)
             )
             if eval_now:
+                eval_start = time.perf_counter()
                 eval_metrics = evaluate(state)
                 writer.write(step, "eval", eval_metrics)
-                interval_start = time.perf_counter()  # evaluation time is not training throughput
+                excluded += time.perf_counter() - eval_start
             if checkpointer is not None and (save_now or preempted):
                 if position == stages[index].num_steps and not last:  # a restart opens the next stage
                     data = {"stage": stages[index + 1].name, "stream": None}
