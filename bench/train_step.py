@@ -18,7 +18,12 @@ Measured in one run, each with all cores of this machine:
   training on CPU; XLA flushes them), each from the same initial weights.
 
 Warm-up steps are excluded; every timed step is waited for (``jax.block_until_ready`` on the new
-state and metrics). Reported per side: median and mean seconds/step, examples/s, target tokens/s
+state and metrics). The timed steps are interleaved (each round runs one step of every
+configuration, in a rotating order), so slow drifts of a shared machine hit all of them alike; the
+share of the machine's CPU time that other processes took meanwhile is printed, with a warning
+above 10% (on 2 cores another busy process oversubscribes both thread pools, PyTorch's OpenMP one
+worst, and the numbers mean little). ``XLA_FLAGS`` from the environment applies and is printed.
+Reported per side: median and mean seconds/step, examples/s, target tokens/s
 (``B*Lout``) and input tokens/s (``B*(Lin+Lout)``), then the ratio ours/PyTorch for each pairing
 and whether the issue's target (ours >= 1.5x PyTorch's, best setting against best setting) is met.
 
