@@ -61,6 +61,7 @@ from onesearch_jax.data.world import generate_world
 from onesearch_jax.gin_utils import parse_gin, rewrite_gin_args
 from onesearch_jax.sid.build import build_sids, resolve_data_dir
 from onesearch_jax.sid.codebook import SidCodebook
+from onesearch_jax.train.run_config import TrainConfig
 from onesearch_jax.understanding.job import run_keywords_job, write_report_json
 
 FLAGS = flags.FLAGS
@@ -200,11 +201,11 @@ def cmd_build_examples(args: Sequence[str]) -> int:
     return 0
 
 
-def _train_setup(num_microbatches: int = 1):
-    """The run config, checked against the vocabulary, the devices and the mesh (nothing compiled)."""
+def _train_setup(config: TrainConfig | None = None, num_microbatches: int = 1):
+    """``config`` (default: gin's TrainConfig) checked against vocabulary, devices and mesh; nothing compiled."""
     from onesearch_jax.train.run import prepare_run  # jax, seqio and TensorFlow: only training jobs load them
 
-    config = ConfiguredTrain()
+    config = config or ConfiguredTrain()
     setup = prepare_run(
         config, model_config_fn=lambda vocab_size: ConfiguredT5(vocab_size=vocab_size), mesh_config=ConfiguredMesh(),
         rules=configured_logical_axis_rules(), num_microbatches=num_microbatches,
@@ -224,14 +225,14 @@ def _configured_optimizer(total_steps: int):
 def cmd_train(args: Sequence[str]) -> int:
     """Trains (or resumes) the run the gin files describe; SIGTERM saves a checkpoint and exits 0."""
     _expect(args, 0, "train takes no positional arguments; configure it with --gin_file and --gin.NAME=VALUE")
-    total = ConfiguredTrain().total_steps
+    config = ConfiguredTrain()
+    total = config.total_steps
     optimizer = _configured_optimizer(total)
-    setup, checkpoints = _train_setup(optimizer.num_microbatches)
+    setup, checkpoints = _train_setup(config, optimizer.num_microbatches)
     from onesearch_jax.models.encoder_decoder import param_count
     from onesearch_jax.train.preemption import PreemptionWatcher
     from onesearch_jax.train.run import train_run
 
-    config = setup.config
     stages = ", ".join(f"{s.name} {s.num_steps}" for s in config.stages)
     print(f"model: {param_count(setup.model_config):,} parameters, vocabulary {setup.vocab.vocab_size} ids "
           f"(embedding {setup.model_config.vocab_size}); mesh {dict(setup.mesh.shape)}; batch {config.batch_size}; "

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -97,11 +97,16 @@ def _check_type(value: Any, kind: str) -> bool:
     return all(_check_type(v, kind.removesuffix("_list")) for v in value)
 
 
-def check_record(record: Mapping[str, Any], features: Mapping[str, str], *, path: str, line: int) -> None:
-    """Raises RecordError naming ``path``, ``line`` and the field when ``record`` does not match ``features``."""
-    for name in record:
+def _reject_unknown_fields(names: Iterable[str], features: Mapping[str, str], *, path: str, line: int) -> None:
+    """Raises RecordError (kind ``unknown_field``) for the first of ``names`` that is not a feature."""
+    for name in names:
         if name not in features:
             raise RecordError(path=path, line=line, field=name, kind="unknown_field", reason="unknown feature")
+
+
+def check_record(record: Mapping[str, Any], features: Mapping[str, str], *, path: str, line: int) -> None:
+    """Raises RecordError naming ``path``, ``line`` and the field when ``record`` does not match ``features``."""
+    _reject_unknown_fields(record, features, path=path, line=line)
     for name, kind in features.items():
         if name not in record:
             raise RecordError(path=path, line=line, field=name, kind="missing_field", reason="missing")
@@ -183,9 +188,7 @@ def from_tf_example(data: bytes, features: Mapping[str, str], *, path: str, line
     example = tf.train.Example.FromString(data)
     got = example.features.feature
     out: dict[str, Any] = {}
-    for name in got:
-        if name not in features:
-            raise RecordError(path=path, line=line, field=name, kind="unknown_field", reason="unknown feature")
+    _reject_unknown_fields(got, features, path=path, line=line)
     for name, kind in features.items():
         if name not in got:
             raise RecordError(path=path, line=line, field=name, kind="missing_field", reason="missing")
