@@ -20,6 +20,7 @@ import time
 import tensorflow as tf
 
 from onesearch_jax.data.batches import BatchConfig, ResumableBatches
+from onesearch_jax.xla_flags import apply_xla_defaults
 from tasks.onesearch import register_onesearch_tasks
 
 LENGTHS = {"inputs": 256, "teacher_inputs": 320, "targets": 8}
@@ -91,6 +92,7 @@ def main() -> None:
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--step_batches", type=int, default=10)
     args = parser.parse_args()
+    apply_xla_defaults()  # the step runs as `onesearch train` runs it
     register_onesearch_tasks(args.examples, args.vocab)
     rate, per_batch = pipeline_rate(args.batches, args.batch_size)
     floor = parse_rate(os.path.join(args.examples, "personalized", "train.tfrecord"), args.batches * args.batch_size)

@@ -22,7 +22,9 @@ state and metrics). The timed steps are interleaved (each round runs one step of
 configuration, in a rotating order), so slow drifts of a shared machine hit all of them alike; the
 share of the machine's CPU time that other processes took meanwhile is printed, with a warning
 above 10% (on 2 cores another busy process oversubscribes both thread pools, PyTorch's OpenMP one
-worst, and the numbers mean little). ``XLA_FLAGS`` from the environment applies and is printed.
+worst, and the numbers mean little). Ours runs with the XLA flags the ``onesearch`` command sets
+(``onesearch_jax/xla_flags.py``; ``--noxla_defaults`` leaves them out) on top of ``XLA_FLAGS``
+from the environment, and the flags in force are printed.
 Reported per side: median and mean seconds/step, examples/s, target tokens/s
 (``B*Lout``) and input tokens/s (``B*(Lin+Lout)``), then the ratio ours/PyTorch for each pairing
 and whether the issue's target (ours >= 1.5x PyTorch's, best setting against best setting) is met.
@@ -36,7 +38,7 @@ model, same batch). The peak is the best float32 matmul rate measured here in th
 
     python bench/train_step.py [--model tiny|small] [--batch_size 64] [--input_length 256]
         [--target_length 8] [--steps 10] [--warmup_steps 2] [--dtype both|float32|bfloat16]
-        [--json OUT.json]
+        [--json OUT.json] [--noxla_defaults]
 """
 
 from __future__ import annotations
@@ -357,9 +359,19 @@ def main() -> None:
     parser.add_argument("--dtype", default="both", choices=("both", "float32", "bfloat16"), help="our activations")
     parser.add_argument("--peak_sizes", default="2048,4096", help="square matmul sizes for the peak")
     parser.add_argument("--json", default=None, help="write every number to this file")
+    parser.add_argument(
+        "--noxla_defaults",
+        dest="xla_defaults",
+        action="store_false",
+        help="leave out onesearch's default XLA flags (onesearch_jax/xla_flags.py), which `onesearch` applies",
+    )
     args = parser.parse_args()
     if args.steps < 1 or args.warmup_steps < 0:
         parser.error("--steps must be >= 1 and --warmup_steps >= 0")
+    if args.xla_defaults:
+        from onesearch_jax.xla_flags import apply_xla_defaults
+
+        apply_xla_defaults()
 
     import jax
     import torch

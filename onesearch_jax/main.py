@@ -63,6 +63,7 @@ from onesearch_jax.sid.build import build_sids, resolve_data_dir
 from onesearch_jax.sid.codebook import SidCodebook
 from onesearch_jax.train.run_config import TrainConfig
 from onesearch_jax.understanding.job import run_keywords_job, write_report_json
+from onesearch_jax.xla_flags import apply_xla_defaults
 
 FLAGS = flags.FLAGS
 flags.DEFINE_multi_string("gin_file", [], "gin files to parse, in order (T5X style).")
@@ -337,6 +338,7 @@ def _parse_flags(argv: list[str]) -> list[str]:
 
 def run() -> None:
     """Console-script entry point."""
+    apply_xla_defaults()
     app.run(main, flags_parser=_parse_flags)
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from onesearch_jax.data.world import WorldConfig, generate_world
+from onesearch_jax.xla_flags import apply_xla_defaults
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 SMALL_WORLD = WorldConfig(num_items=400, num_users=150, num_sessions=4000, query_pool_size=300, relevance_pairs=400)
@@ -63,3 +64,8 @@ def world_records(small_world, tmp_path_factory) -> Path:
     vocab = VocabConfig(vocab_size=3000, hard_vocab_limit=False, extra_symbols=PROMPT_MARKERS)
     train_vocabulary(vocabulary_corpus(root / "out"), SidCodebook.load(root / "sids"), root / "vocab", vocab)
     return root
+
+
+def pytest_configure(config):
+    """The suite runs jax with the XLA flags the ``onesearch`` command sets."""
+    apply_xla_defaults()

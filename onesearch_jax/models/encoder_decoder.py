@@ -20,6 +20,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from onesearch_jax.models.configs import T5Config
+from onesearch_jax.models.dropout import Dropout
 from onesearch_jax.models.layers import (
     EMBED,
     VOCAB,
@@ -94,7 +95,7 @@ class EncoderLayer(nnx.Module):
         self.attention = _attention(config, rngs)
         self.pre_mlp_layer_norm = _norm(config, rngs)
         self.mlp = _mlp(config, rngs)
-        self.dropout = nnx.Dropout(config.dropout_rate)
+        self.dropout = Dropout(config.dropout_rate)
 
     def __call__(
         self,
@@ -122,7 +123,7 @@ class DecoderLayer(nnx.Module):
         self.encoder_decoder_attention = _attention(config, rngs)
         self.pre_mlp_layer_norm = _norm(config, rngs)
         self.mlp = _mlp(config, rngs)
-        self.dropout = nnx.Dropout(config.dropout_rate)
+        self.dropout = Dropout(config.dropout_rate)
 
     def __call__(
         self,
@@ -156,7 +157,7 @@ class Encoder(nnx.Module):
         self.relpos_bias = _relpos(config, bidirectional=True, rngs=rngs)
         self.layers = nnx.List([EncoderLayer(config, rngs=rngs) for _ in range(config.num_encoder_layers)])
         self.encoder_norm = _norm(config, rngs)
-        self.dropout = nnx.Dropout(config.dropout_rate)
+        self.dropout = Dropout(config.dropout_rate)
 
     def __call__(
         self, embeddings: jax.Array, mask: jax.Array, *, deterministic: bool, rngs: nnx.Rngs | None
@@ -176,7 +177,7 @@ class Decoder(nnx.Module):
         self.relpos_bias = _relpos(config, bidirectional=False, rngs=rngs)
         self.layers = nnx.List([DecoderLayer(config, rngs=rngs) for _ in range(config.num_decoder_layers)])
         self.decoder_norm = _norm(config, rngs)
-        self.dropout = nnx.Dropout(config.dropout_rate)
+        self.dropout = Dropout(config.dropout_rate)
 
     def __call__(
         self,

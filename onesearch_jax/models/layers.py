@@ -12,8 +12,9 @@ Conventions shared by every module here:
   Norm statistics, attention logits and softmax are float32.
 * No biases anywhere (T5 v1.1). Attention logits are not scaled by ``1/sqrt(d_kv)``: the scaling is
   folded into the query initialiser, as in Mesh TensorFlow and T5X.
-* Dropout draws its keys from an :class:`flax.nnx.Rngs` passed at call time (stream ``dropout``),
-  so the model's state holds parameters only.
+* Dropout (:class:`~onesearch_jax.models.dropout.Dropout`, a counter-hash mask) draws its keys from
+  an :class:`flax.nnx.Rngs` passed at call time (stream ``dropout``), so the model's state holds
+  parameters only.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+
+from onesearch_jax.models.dropout import Dropout
 
 Initializer = Callable[..., jax.Array]
 
@@ -105,7 +108,7 @@ class GatedGeluMlp(nnx.Module):
         self.wi_0 = make_param(rngs, fan_in_init(), (d_model, d_ff), (EMBED, MLP))
         self.wi_1 = make_param(rngs, fan_in_init(), (d_model, d_ff), (EMBED, MLP))
         self.wo = make_param(rngs, fan_in_init(), (d_ff, d_model), (MLP, EMBED))
-        self.dropout = nnx.Dropout(dropout_rate)
+        self.dropout = Dropout(dropout_rate)
 
     def __call__(self, x: jax.Array, *, deterministic: bool, rngs: nnx.Rngs | None = None) -> jax.Array:
         x = x.astype(self.dtype)
@@ -192,6 +195,42 @@ class RelativePositionBias(nnx.Module):
         return values[None].astype(jnp.float32)
 
 
+def _check_position_bias(logits: jax.Array, bias: jax.Array) -> None:
+    if bias.ndim != 4 or bias.shape[0] != 1 or bias.shape[1:] != logits.shape[1:]:
+        raise ValueError(f"position bias must be [1, H, Q, K] for logits {logits.shape}, got {bias.shape}")
+
+
+@jax.custom_vjp
+def add_position_bias(logits: jax.Array, bias: jax.Array) -> jax.Array:
+    """``logits [B, H, Q, K] + bias [1, H, Q, K]``, with the bias gradient summed over the batch by
+    a matrix product.
+
+    The value is plain broadcasting addition. Its automatic gradient reduces ``[B, H, Q, K]`` over
+    the leading axis, which XLA's CPU backend runs far below memory speed (measured: 270-310 ms of
+    a 2.4 s tiny-model train step, ``bench/train_step.py``); the same sum as ``ones[B] @ g``
+    takes a few milliseconds, on any backend.
+    """
+    _check_position_bias(logits, bias)
+    return logits + bias
+
+
+def _add_position_bias_fwd(logits: jax.Array, bias: jax.Array) -> tuple[jax.Array, None]:
+    _check_position_bias(logits, bias)
+    return logits + bias, None
+
+
+def _add_position_bias_bwd(_: None, g: jax.Array) -> tuple[jax.Array, jax.Array]:
+    return g, jnp.einsum("b,bhqk->hqk", jnp.ones((g.shape[0],), g.dtype), g)[None]
+
+
+add_position_bias.defvjp(_add_position_bias_fwd, _add_position_bias_bwd)
+
+
+# Added to the logits of masked keys (T5X ``layers.combine_masks`` -> bias of -1e10): large enough
+# that exp() underflows to 0 next to any real logit, small enough to stay finite when added.
+MASKED_LOGIT_BIAS = -1e10
+
+
 def padding_mask(tokens: jax.Array) -> jax.Array:
     """``[B, 1, 1, L]`` True where ``tokens`` is not padding (id 0), to mask keys."""
     return (tokens > 0)[:, None, None, :]
@@ -234,17 +273,17 @@ class MultiHeadAttention(nnx.Module):
         self.out = make_param(
             rngs, fan_in_init(in_axis=(0, 1), out_axis=2), (num_heads, d_kv, d_model), (HEADS, KV, EMBED)
         )
-        self.dropout = nnx.Dropout(dropout_rate)
+        self.dropout = Dropout(dropout_rate)
 
     def _project(self, x: jax.Array, kernel: nnx.Param) -> jax.Array:
-        return jnp.einsum("bld,dhk->blhk", x.astype(self.dtype), kernel[...].astype(self.dtype))
+        return jnp.einsum("bld,dhk->bhlk", x.astype(self.dtype), kernel[...].astype(self.dtype))
 
     def project_query(self, x: jax.Array) -> jax.Array:
-        """``[B, Q, embed] -> [B, Q, heads, kv]``."""
+        """``[B, Q, embed] -> [B, heads, Q, kv]``."""
         return self._project(x, self.query)
 
     def project_key_value(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """``[B, K, embed] -> ([B, K, heads, kv], [B, K, heads, kv])``."""
+        """``[B, K, embed] -> ([B, heads, K, kv], [B, heads, K, kv])``."""
         return self._project(x, self.key), self._project(x, self.value)
 
     def attend(
@@ -260,25 +299,31 @@ class MultiHeadAttention(nnx.Module):
     ) -> jax.Array:
         """Softmax attention of projected heads, then the output projection -> ``[B, Q, embed]``.
 
+        Heads are laid out ``[B, heads, length, kv]``, so that both attention products are plain
+        batched matrix products over ``(B, heads)`` with no transposes (on CPU, 3x faster for
+        ``weights @ value`` than ``[B, length, heads, kv]``, measured on ``[64, 4, 256, 32]`` heads).
+
         Args:
-            query: ``[B, Q, heads, kv]``.
-            key: ``[B, K, heads, kv]``.
-            value: ``[B, K, heads, kv]``.
-            position_bias: float32 bias broadcastable to ``[B, heads, Q, K]``, or None.
+            query: ``[B, heads, Q, kv]``.
+            key: ``[B, heads, K, kv]``.
+            value: ``[B, heads, K, kv]``.
+            position_bias: float32 bias ``[1, heads, Q, K]`` (:class:`RelativePositionBias`), or None.
             mask: bool broadcastable to ``[B, heads, Q, K]``, True where attending is allowed, or
-                None. A fully masked row attends uniformly (finite logits, no NaN).
+                None. Masked logits get :data:`MASKED_LOGIT_BIAS` added (T5X's
+                ``combine_biases``): the backward pass then has no select over ``[B, H, Q, K]``,
+                and a fully masked row attends uniformly (finite logits, no NaN).
             deterministic: no dropout on the attention weights when True.
             rngs: dropout keys (stream ``dropout``) when not ``deterministic``.
         """
-        logits = jnp.einsum("bqhd,bkhd->bhqk", query, key, preferred_element_type=jnp.float32)
+        logits = jnp.einsum("bhqd,bhkd->bhqk", query, key, preferred_element_type=jnp.float32)
         if position_bias is not None:
-            logits = logits + position_bias
+            logits = add_position_bias(logits, position_bias)
         if mask is not None:
-            logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
+            logits = logits + jnp.where(mask, 0.0, MASKED_LOGIT_BIAS).astype(jnp.float32)
         weights = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
         weights = self.dropout(weights, deterministic=deterministic, rngs=rngs)
-        heads = jnp.einsum("bhqk,bkhd->bqhd", weights, value.astype(self.dtype))
-        return jnp.einsum("bqhd,hdm->bqm", heads, self.out[...].astype(self.dtype))
+        heads = jnp.einsum("bhqk,bhkd->bhqd", weights, value.astype(self.dtype))
+        return jnp.einsum("bhqd,hdm->bqm", heads, self.out[...].astype(self.dtype))
 
     def __call__(
         self,

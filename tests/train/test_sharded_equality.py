@@ -18,11 +18,17 @@ from pathlib import Path
 
 import pytest
 
+from onesearch_jax.xla_flags import with_xla_defaults
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_equality(*args: str) -> dict:
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
+    env = {
+        **os.environ,
+        "XLA_FLAGS": with_xla_defaults("--xla_force_host_platform_device_count=8"),
+        "JAX_PLATFORMS": "cpu",
+    }
     proc = subprocess.run(
         [sys.executable, "-m", "tests.train.sharded_equality", *args],
         cwd=ROOT,
@@ -59,7 +65,7 @@ def test_mesh_equals_one_device_on_the_tiny_t5():
 
 @pytest.mark.slow
 def test_mesh_equals_one_device_on_the_tiny_t5_with_dropout():
-    """Dropout masks too are the same on any mesh (jax's partitionable threefry)."""
+    """Dropout masks too are the same on any mesh (a hash of each element's position)."""
     check(run_equality("--model", "tiny", "--mesh", "2,2,2", "--dropout", "0.1"))
 
 
@@ -78,7 +84,11 @@ def _free_port() -> int:
 @pytest.mark.slow
 def test_two_processes_as_two_slices_equal_one_device():
     """Multi-host: 2 processes x 4 CPU devices (gloo), data axis across them, per-process rows."""
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"}
+    env = {
+        **os.environ,
+        "XLA_FLAGS": with_xla_defaults("--xla_force_host_platform_device_count=4"),
+        "JAX_PLATFORMS": "cpu",
+    }
     port = str(_free_port())
     procs = [
         subprocess.Popen(
