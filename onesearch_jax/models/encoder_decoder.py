@@ -15,6 +15,8 @@ Positions that are padding still get outputs (computed over the real keys); loss
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -128,7 +130,7 @@ class DecoderLayer(nnx.Module):
     def __call__(
         self,
         x: jax.Array,
-        encoded: jax.Array,
+        cross_key_value: tuple[jax.Array, jax.Array],
         *,
         position_bias: jax.Array,
         self_mask: jax.Array,
@@ -136,15 +138,28 @@ class DecoderLayer(nnx.Module):
         deterministic: bool,
         rngs: nnx.Rngs | None,
     ) -> jax.Array:
+        """``x [N, T, embed]``; the cross-attention key and value ``[B, heads, S, kv]`` of B queries.
+
+        N is a multiple of B: rows ``b * R .. b * R + R - 1`` (R beams or samples) attend to query b's
+        encoder output, as one ``[B, R * T]`` block of cross-attention queries (no copy per row).
+        """
         h = self.pre_self_attention_layer_norm(x)
         h = self.self_attention(
             h, h, position_bias=position_bias, mask=self_mask, deterministic=deterministic, rngs=rngs
         )
         x = x + self.dropout(h, deterministic=deterministic, rngs=rngs)
         h = self.pre_cross_attention_layer_norm(x)
-        h = self.encoder_decoder_attention(
-            h, encoded, position_bias=None, mask=cross_mask, deterministic=deterministic, rngs=rngs
-        )
+        key, value = cross_key_value
+        attention = self.encoder_decoder_attention
+        h = attention.attend(
+            attention.project_query(h.reshape(key.shape[0], -1, h.shape[-1])),
+            key,
+            value,
+            position_bias=None,
+            mask=cross_mask,
+            deterministic=deterministic,
+            rngs=rngs,
+        ).reshape(x.shape)
         x = x + self.dropout(h, deterministic=deterministic, rngs=rngs)
         h = self.mlp(self.pre_mlp_layer_norm(x), deterministic=deterministic, rngs=rngs)
         return x + self.dropout(h, deterministic=deterministic, rngs=rngs)
@@ -179,23 +194,29 @@ class Decoder(nnx.Module):
         self.decoder_norm = _norm(config, rngs)
         self.dropout = Dropout(config.dropout_rate)
 
+    def cross_key_values(self, encoded: jax.Array) -> tuple[tuple[jax.Array, jax.Array], ...]:
+        """Per layer, the cross-attention ``(key, value)`` ``[B, heads, S, kv]`` of ``encoded``."""
+        return tuple(layer.encoder_decoder_attention.project_key_value(encoded) for layer in self.layers)
+
     def __call__(
         self,
         embeddings: jax.Array,
-        encoded: jax.Array,
+        cross_key_values: Sequence[tuple[jax.Array, jax.Array]],
         *,
         self_mask: jax.Array,
         cross_mask: jax.Array,
         deterministic: bool,
         rngs: nnx.Rngs | None,
     ) -> jax.Array:
+        """Hidden states ``[N, T, embed]`` of decoder embeddings ``[N, T, embed]`` (see
+        :meth:`DecoderLayer.__call__` for N rows over B queries)."""
         length = embeddings.shape[1]
         position_bias = self.relpos_bias(length, length)
         x = self.dropout(embeddings, deterministic=deterministic, rngs=rngs)
-        for layer in self.layers:
+        for layer, cross_key_value in zip(self.layers, cross_key_values, strict=True):
             x = layer(
                 x,
-                encoded,
+                cross_key_value,
                 position_bias=position_bias,
                 self_mask=self_mask,
                 cross_mask=cross_mask,
@@ -294,13 +315,43 @@ class EncoderDecoder(nnx.Module):
             self_mask = jnp.logical_and(self_mask, padding_mask(decoder_target_tokens))
         hidden = self.decoder(
             self.token_embedder(decoder_input_tokens),
-            encoded.astype(activation_dtype(self.config)),
+            self.decoder.cross_key_values(encoded.astype(activation_dtype(self.config))),
             self_mask=self_mask,
             cross_mask=padding_mask(encoder_input_tokens),
             deterministic=deterministic,
             rngs=rngs,
         )
         return self.logits(hidden)
+
+    def cross_key_values(self, encoded: jax.Array) -> tuple[tuple[jax.Array, jax.Array], ...]:
+        """Per decoder layer, the cross-attention ``(key, value)`` ``[B, heads, S, kv]`` of the
+        :meth:`encode` output: computed once per query when decoding, shared by all its beams."""
+        return self.decoder.cross_key_values(encoded.astype(activation_dtype(self.config)))
+
+    def decode_logits_at(
+        self,
+        cross_key_values: Sequence[tuple[jax.Array, jax.Array]],
+        encoder_input_tokens: jax.Array,
+        decoder_input_tokens: jax.Array,
+        position: int | jax.Array,
+    ) -> jax.Array:
+        """float32 logits ``[N, vocab]`` of the token after ``decoder_input_tokens[:, position]``.
+
+        The decoding step of beam search and sampling (no dropout): ``decoder_input_tokens`` is
+        ``[N, T]`` with N = B * R rows, R per query, row ``b * R + r`` belonging to query b of
+        ``encoder_input_tokens [B, S]`` and ``cross_key_values`` (:meth:`cross_key_values`). The
+        whole prefix is re-run each step (SID targets are a handful of tokens, so this costs less
+        than maintaining a self-attention cache); the output layer runs on one position only.
+        """
+        hidden = self.decoder(
+            self.token_embedder(decoder_input_tokens),
+            cross_key_values,
+            self_mask=causal_mask(decoder_input_tokens.shape[1]),
+            cross_mask=padding_mask(encoder_input_tokens),
+            deterministic=True,
+            rngs=None,
+        )
+        return self.logits(jax.lax.dynamic_index_in_dim(hidden, position, axis=1, keepdims=False))
 
     def logits(self, hidden: jax.Array) -> jax.Array:
         """Output layer: float32 logits ``[..., vocab]`` of decoder hidden states ``[..., embed]``.

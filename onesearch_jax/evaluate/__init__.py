@@ -1,0 +1,1 @@
+"""Offline evaluation: ranking metrics per query and segment labels for test sessions."""
