@@ -315,7 +315,7 @@ class EncoderDecoder(nnx.Module):
             self_mask = jnp.logical_and(self_mask, padding_mask(decoder_target_tokens))
         hidden = self.decoder(
             self.token_embedder(decoder_input_tokens),
-            self.decoder.cross_key_values(encoded.astype(activation_dtype(self.config))),
+            self.cross_key_values(encoded),
             self_mask=self_mask,
             cross_mask=padding_mask(encoder_input_tokens),
             deterministic=deterministic,
