@@ -28,10 +28,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from flax import nnx
-from jax.sharding import Mesh, NamedSharding
-from jax.sharding import PartitionSpec as P
+from jax.sharding import Mesh
 
 from onesearch_jax.decode.device_trie import DeviceTrie
+from onesearch_jax.decode.on_mesh import jit_on_mesh
 from onesearch_jax.models import partitioning
 
 NEG_INF = -jnp.inf
@@ -149,8 +149,7 @@ def make_beam_search(
     the batch axes (the trie replicated; pass ``trie=None`` when not ``constrained``)."""
     check_beam_arguments(beam_size=beam_size, top_k=top_k)
     batch = partitioning.batch_sharding(mesh, rules)
-    rows = NamedSharding(mesh, P(partitioning.batch_axes(rules)))
-    replicated = NamedSharding(mesh, P())
+    replicated = partitioning.replicated_sharding(mesh)
 
     def search(params: Any, encoder_input_tokens: jax.Array, trie: DeviceTrie | None) -> BeamResult:
         return beam_search(
@@ -164,12 +163,11 @@ def make_beam_search(
             score_eos=score_eos,
         )
 
-    jitted = jax.jit(search, in_shardings=(params_shardings, batch, replicated), out_shardings=rows)
+    jitted = jit_on_mesh(search, mesh, rules, in_shardings=(params_shardings, batch, replicated), out_shardings=batch)
 
     def run(params: Any, encoder_input_tokens: jax.Array, trie: DeviceTrie | None) -> BeamResult:
         if constrained and trie is None:
             raise ValueError("constrained beam search needs the trie")
-        with jax.set_mesh(mesh), nnx.logical_axis_rules(rules):
-            return jitted(params, encoder_input_tokens, trie if constrained else None)
+        return jitted(params, encoder_input_tokens, trie if constrained else None)
 
     return run

@@ -14,9 +14,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from flax import nnx
-from jax.sharding import Mesh, NamedSharding
-from jax.sharding import PartitionSpec as P
+from jax.sharding import Mesh
 
+from onesearch_jax.decode.on_mesh import jit_on_mesh
 from onesearch_jax.models import partitioning
 from onesearch_jax.models.configs import PAD_ID
 
@@ -59,15 +59,8 @@ def greedy_decode(model: Any, encoder_input_tokens: jax.Array, *, max_length: in
 def make_greedy_decoder(graphdef: nnx.GraphDef, params_shardings: Any, mesh: Mesh, rules: Any, *, max_length: int):
     """``decode(params, encoder_input_tokens) -> (tokens, logprobs)``, jitted with batch-sharded I/O."""
     batch = partitioning.batch_sharding(mesh, rules)
-    rows = NamedSharding(mesh, P(partitioning.batch_axes(rules)))
 
     def decode(params: Any, encoder_input_tokens: jax.Array):
         return greedy_decode(nnx.merge(graphdef, params), encoder_input_tokens, max_length=max_length)
 
-    jitted = jax.jit(decode, in_shardings=(params_shardings, batch), out_shardings=(rows, rows))
-
-    def run(params: Any, encoder_input_tokens: jax.Array):
-        with jax.set_mesh(mesh), nnx.logical_axis_rules(rules):
-            return jitted(params, encoder_input_tokens)
-
-    return run
+    return jit_on_mesh(decode, mesh, rules, in_shardings=(params_shardings, batch), out_shardings=(batch, batch))

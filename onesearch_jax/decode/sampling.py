@@ -29,10 +29,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from flax import nnx
-from jax.sharding import Mesh, NamedSharding
-from jax.sharding import PartitionSpec as P
+from jax.sharding import Mesh
 
 from onesearch_jax.decode.device_trie import DeviceTrie
+from onesearch_jax.decode.on_mesh import jit_on_mesh
 from onesearch_jax.models import partitioning
 
 NEG_INF = -jnp.inf
@@ -141,16 +141,10 @@ def make_sampler(graphdef: nnx.GraphDef, params_shardings: Any, mesh: Mesh, rule
     """``sample(params, encoder_input_tokens, trie, key) -> SampleResult``, jitted, queries sharded
     over the batch axes (trie and key replicated)."""
     batch = partitioning.batch_sharding(mesh, rules)
-    rows = NamedSharding(mesh, P(partitioning.batch_axes(rules)))
-    replicated = NamedSharding(mesh, P())
+    replicated = partitioning.replicated_sharding(mesh)
 
     def sample(params: Any, encoder_input_tokens: jax.Array, trie: DeviceTrie, key: jax.Array) -> SampleResult:
         return sample_sids(nnx.merge(graphdef, params), encoder_input_tokens, trie, key, config)
 
-    jitted = jax.jit(sample, in_shardings=(params_shardings, batch, replicated, replicated), out_shardings=rows)
-
-    def run(params: Any, encoder_input_tokens: jax.Array, trie: DeviceTrie, key: jax.Array) -> SampleResult:
-        with jax.set_mesh(mesh), nnx.logical_axis_rules(rules):
-            return jitted(params, encoder_input_tokens, trie, key)
-
-    return run
+    in_shardings = (params_shardings, batch, replicated, replicated)
+    return jit_on_mesh(sample, mesh, rules, in_shardings=in_shardings, out_shardings=batch)
