@@ -49,6 +49,7 @@ bench: $(TEST_STAMP)
 	$(BIN)/python bench/sid_build.py
 	$(BIN)/python bench/examples_throughput.py --examples=$(DEMO_DIR)/examples --vocab=$(DEMO_DIR)/sids/vocab
 	$(BIN)/python bench/train_step.py
+	$(BIN)/python bench/decode.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .ruff_cache

@@ -37,6 +37,7 @@ setup(
         "safetensors==0.8.0",
         "matplotlib==3.11.2",
         "tqdm==4.70.1",
+        "bm25s==0.3.16",
     ],
     extras_require={
         "test": ["pytest==9.2.0", "pytest-xdist==3.8.0", "hypothesis==6.170.15", "ruff==0.17.6"],

@@ -9,6 +9,8 @@ from onesearch_jax.data.examples import ExamplesConfig
 from onesearch_jax.data.relevance_import import RelevanceTableConfig
 from onesearch_jax.data.world import WorldConfig
 from onesearch_jax.decode.infer_config import InferConfig
+from onesearch_jax.evaluate.eval_config import EvalConfig
+from onesearch_jax.evaluate.segments import SegmentConfig
 from onesearch_jax.models.configs import T5Config
 from onesearch_jax.models.mesh_config import MeshConfig, standard_logical_axis_rules
 from onesearch_jax.sid.build import SidBuildConfig
@@ -80,3 +82,5 @@ ConfiguredTrain = gin.external_configurable(TrainConfig, "TrainConfig")
 # The caller passes directory=<model_dir>/checkpoints unless gin binds it (an explicit argument wins).
 ConfiguredCheckpoint = gin.external_configurable(CheckpointConfig, "CheckpointConfig")
 ConfiguredInfer = gin.external_configurable(InferConfig, "InferConfig")
+ConfiguredEval = gin.external_configurable(EvalConfig, "EvalConfig")
+ConfiguredSegments = gin.external_configurable(SegmentConfig, "SegmentConfig")

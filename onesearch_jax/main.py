@@ -13,7 +13,8 @@ Usage::
     onesearch data build-examples DATA_DIR OUT_DIR --sids=SIDS_DIR --keywords=REPOSITORY.jsonl
         [--gin_file=gin/examples/default.gin] [--skip_invalid]
     onesearch train --gin_file=gin/runs/sft.gin --gin_file=gin/models/tiny.gin [--gin.MODEL_DIR="'DIR'"]
-    onesearch eval --gin_file=gin/runs/sft.gin --gin_file=gin/models/tiny.gin [--step=N | --all_steps]
+    onesearch eval --gin_file=gin/runs/sft.gin --gin_file=gin/runs/eval.gin --gin_file=gin/models/tiny.gin
+        [--step=N | --all_steps | --watch] [--gin.EvalConfig.beam_size=64]
     onesearch infer --gin_file=gin/runs/sft.gin --gin_file=gin/runs/infer.gin --gin_file=gin/models/tiny.gin
         [--step=N] [--gin.InferConfig.inputs_file="'inputs.txt'"]
 
@@ -36,11 +37,13 @@ from absl import app, flags, logging
 
 from onesearch_jax.configurables import (
     ConfiguredCheckpoint,
+    ConfiguredEval,
     ConfiguredExamples,
     ConfiguredInfer,
     ConfiguredKeywordJob,
     ConfiguredMesh,
     ConfiguredOptimizer,
+    ConfiguredSegments,
     ConfiguredT5,
     ConfiguredTable,
     ConfiguredTrain,
@@ -86,6 +89,7 @@ flags.DEFINE_string("sids", None, "build-examples: the SID codebook directory (o
 flags.DEFINE_string("keywords", None, "build-examples: the keyword repository (onesearch keywords).")
 flags.DEFINE_integer("step", None, "eval, infer: the checkpoint step (default: the latest).")
 flags.DEFINE_bool("all_steps", False, "eval: evaluate every checkpoint in the model directory, oldest first.")
+flags.DEFINE_bool("watch", False, "eval: evaluate each new checkpoint as training writes it, until the last step.")
 
 
 def cmd_world(args: Sequence[str]) -> int:
@@ -267,28 +271,38 @@ def cmd_infer(args: Sequence[str]) -> int:
 
 
 def cmd_eval(args: Sequence[str]) -> int:
-    """Teacher-forced validation metrics of a checkpoint (or all of them) of the run the gin files describe."""
+    """Retrieval metrics (clicks and orders, segments, BM25 beside) of checkpoints of the run the gin files describe."""
     _expect(args, 0, "eval takes no positional arguments; configure it with --gin_file and --gin.NAME=VALUE")
+    if sum((FLAGS.step is not None, FLAGS.all_steps, FLAGS.watch)) > 1:
+        raise app.UsageError("eval takes at most one of --step, --all_steps and --watch")
+    config = ConfiguredEval()
     setup, checkpoints = _train_setup()
-    from onesearch_jax.train.checkpoints import Checkpointer
-    from onesearch_jax.train.run import evaluate_checkpoint
+    from onesearch_jax.evaluate.job import EvalJob
 
-    if FLAGS.all_steps:
-        with Checkpointer(checkpoints, read_only=True) as checkpointer:
-            steps = checkpointer.all_steps()
+    job = EvalJob.create(setup, checkpoints, config, ConfiguredSegments())
+    counts = {t: sum(bool(q.clicked if t == "click" else q.ordered) for q in job.queries) for t in ("click", "order")}
+    print(f"evaluating {len(job.queries)} sessions of {job.sources.records} ({counts['click']} with a click, "
+          f"{counts['order']} with an order; {job.truncated} inputs truncated to {config.input_length} tokens); "
+          f"beam {config.beam_size}, K {list(config.ks)}; BM25 {'on' if config.bm25 else 'off'}")  # fmt: skip
+
+    def show(summary: dict) -> None:
+        from onesearch_jax.evaluate.report import markdown
+
+        print(markdown(summary, config.ks))
+        where = job.output_dir / f"step_{summary['step']}"
+        print(f"decoded at {summary['queries_per_second']:.1f} queries/s; files in {where}")
+
+    if FLAGS.watch:
+        steps = job.watch(final_step=setup.config.total_steps, on_result=show)
+        print(f"watcher done: evaluated steps {steps}")
+    elif FLAGS.all_steps:
+        steps = job.checkpoint_steps()
         if not steps:
             raise FileNotFoundError(f"no checkpoint in {checkpoints.path}")
+        for step in steps:
+            show(job.evaluate(step))
     else:
-        steps = [FLAGS.step]
-    out_dir = os.path.join(setup.config.model_dir, "eval")
-    os.makedirs(out_dir, exist_ok=True)
-    for step in steps:
-        step, metrics = evaluate_checkpoint(setup, checkpoints, step)
-        print(f"step {step}:")
-        for name, value in sorted(metrics.items()):
-            print(f"  {name:48}{value:12.4f}")
-        with open(os.path.join(out_dir, f"teacher_forced_step_{step}.json"), "w", encoding="utf-8") as f:
-            json.dump({"step": step, **metrics}, f, indent=2)
+        show(job.evaluate(FLAGS.step))
     return 0
 
 

@@ -96,14 +96,19 @@ def test_train_resume_eval_and_infer_from_the_command_line(world_records, tmp_pa
     records = [json.loads(line) for line in (model_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if r["split"] == "train"] == [1, 2, 3, 4, 5, 6, 7]
 
-    evaluated = onesearch("eval", *base_args(world_records, model_dir), "--all_steps")
+    evaluated = onesearch("eval", *base_args(world_records, model_dir), "--gin_file=gin/runs/eval.gin", "--all_steps",
+                          "--gin.EvalConfig.max_queries=16", "--gin.EvalConfig.batch_size=8",
+                          "--gin.EvalConfig.input_length=64")  # fmt: skip
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
-    assert "step 6:" in evaluated.stdout and "step 7:" in evaluated.stdout
-    saved = json.loads((model_dir / "eval" / "teacher_forced_step_7.json").read_text())
+    assert "Step 6, test split: 16 sessions" in evaluated.stdout and "Step 7, test split" in evaluated.stdout
+    assert "| model | click |" in evaluated.stdout and "| bm25 | order |" in evaluated.stdout
+    saved = json.loads((model_dir / "eval" / "step_7" / "metrics.json").read_text())
     at_seven = next(r for r in records if r["split"] == "eval" and r["step"] == 7)
-    assert saved["eval/onesearch_personalized_raw/loss"] == pytest.approx(
+    assert saved["teacher_forced"]["eval/onesearch_personalized_raw/loss"] == pytest.approx(
         at_seven["eval/onesearch_personalized_raw/loss"], rel=1e-6
     )
+    both = onesearch("eval", *base_args(world_records, model_dir), "--all_steps", "--step=6")
+    assert both.returncode != 0 and "at most one of --step, --all_steps and --watch" in both.stderr
     inputs = tmp_path / "inputs.txt"
     inputs.write_text("[query] red dress\n[query] phone case\n", encoding="utf-8")
     inferred = onesearch("infer", *base_args(world_records, model_dir), "--gin_file=gin/runs/infer.gin",

@@ -59,3 +59,27 @@ def test_the_pinned_jaxlib_accepts_the_defaults_and_computes():
     flags, total = done.stdout.split()
     assert flags == f"--{YNN}="
     assert float(total) == pytest.approx(8.0)
+
+
+def test_decoders_get_ynn_reductions_only_over_onesearchs_own_default():
+    """The per-program option is a valid enum value of the pinned jaxlib, lowers a reduction to a
+    YNNPACK fusion, and is not used when the user set the flag in XLA_FLAGS."""
+    code = (
+        "import os, sys\n"
+        "from onesearch_jax.xla_flags import apply_xla_defaults, decode_compiler_options\n"
+        "apply_xla_defaults()\n"
+        "import jax, jax.numpy as jnp\n"
+        "options = decode_compiler_options()\n"
+        "x = jnp.ones((64, 2176))\n"
+        "fn = lambda a: jax.nn.logsumexp(a, axis=-1)\n"
+        "text = jax.jit(fn, compiler_options=options or None).lower(x).compile().as_text()\n"
+        "print(sorted(options.values()), '__ynn_fusion' in text)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    own = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert own.returncode == 0, own.stderr[-2000:]
+    assert own.stdout.split() == ["['LIBRARY_FUSION_TYPE_REDUCE']", "True"]
+    users = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                           env={**env, "XLA_FLAGS": f"--{YNN}="})  # fmt: skip
+    assert users.returncode == 0, users.stderr[-2000:]
+    assert users.stdout.split() == ["[]", "False"]

@@ -288,6 +288,8 @@ def read_examples(
 ) -> Iterator[dict[str, Any]]:
     """Yields the records of a ``.jsonl`` or ``.tfrecord`` file, streaming, in file order.
 
+    :func:`read_numbered_examples` also gives each record's line (record) number.
+
     Args:
         path: the file; its suffix selects the format.
         features: the schema (default: that of the stage folder the file is in).
@@ -298,6 +300,14 @@ def read_examples(
         RecordError: for a malformed record (file, line -- the record number for a TFRecord --
             and field named).
     """
+    for _, record in read_numbered_examples(path, features=features, codebook=codebook):
+        yield record
+
+
+def read_numbered_examples(
+    path: str | os.PathLike, *, features: Mapping[str, str] | None = None, codebook: SidCodebook | None = None
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(line, record)`` pairs of :func:`read_examples` (the record number for a TFRecord)."""
     path = Path(path)
     features = dict(features) if features is not None else features_for(path)
     name = str(path)
@@ -307,7 +317,7 @@ def read_examples(
     for number, record in _read(path, features, name):
         if codebook is not None:
             check_sids(record, stage, codebook, path=name, line=number)
-        yield record
+        yield number, record
 
 
 def _read(path: Path, features: Mapping[str, str], name: str) -> Iterator[tuple[int, dict[str, Any]]]:

@@ -1,7 +1,9 @@
 """Beam search over SIDs, constrained by the SID trie (or not), in one jitted program.
 
 For each query the encoder runs once and the decoder's cross-attention keys and values are
-computed once, then shared by every beam (``EncoderDecoder.cross_key_values``). At SID step
+computed once, then shared by every beam (``EncoderDecoder.cross_key_values``); each step runs
+the decoder on one new position per beam over a self-attention cache of the earlier ones
+(``EncoderDecoder.decode_step``), reordered with the beams. At SID step
 ``t = 0 .. L-1`` every beam ``w`` with score ``s_w`` (the sum of its tokens' log-probabilities)
 proposes its trie children ``c``; candidates are scored
 
@@ -33,6 +35,7 @@ from jax.sharding import Mesh
 from onesearch_jax.decode.device_trie import DeviceTrie
 from onesearch_jax.decode.on_mesh import jit_on_mesh
 from onesearch_jax.models import partitioning
+from onesearch_jax.models.encoder_decoder import DecodeCache, reorder_cache
 
 NEG_INF = -jnp.inf
 
@@ -76,7 +79,7 @@ def beam_search(
     """Beam search of ``sid_length`` tokens per query (see the module docstring).
 
     Args:
-        model: an ``EncoderDecoder`` (``encode``, ``cross_key_values``, ``decode_logits_at``).
+        model: an ``EncoderDecoder`` (``encode``, ``cross_key_values``, ``decode_step``).
         encoder_input_tokens: ``[B, S]`` int ids, 0 = padding.
         trie: the valid SIDs, or None for unconstrained search.
         beam_size: beams kept per query at every step.
@@ -94,34 +97,43 @@ def beam_search(
     batch, width = encoder_input_tokens.shape[0], beam_size
     cross = model.cross_key_values(model.encode(encoder_input_tokens, deterministic=True))
 
-    def step_log_probs(tokens: jax.Array, t: int) -> jax.Array:
-        logits = model.decode_logits_at(
-            cross, encoder_input_tokens, tokens[:, :, : t + 1].reshape(batch * width, t + 1), t
-        )
-        return jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1).reshape(batch, width, -1)
+    def step(inputs: jax.Array, t: int, cache: DecodeCache | None) -> tuple[jax.Array, jax.Array, DecodeCache]:
+        """(logits ``[B, rows, V]``, log of the softmax normaliser ``[B, rows, 1]``, cache)."""
+        rows = inputs.shape[1]
+        logits, cache = model.decode_step(cross, encoder_input_tokens, inputs.reshape(batch * rows), t, cache)
+        logits = logits.astype(jnp.float32).reshape(batch, rows, -1)
+        return logits, jax.nn.logsumexp(logits, axis=-1, keepdims=True), cache
 
-    tokens = jnp.zeros((batch, width, length + 1), jnp.int32)  # decoder inputs: start token 0, then the SID
-    scores = jnp.full((batch, width), NEG_INF, jnp.float32).at[:, 0].set(0.0)
-    nodes = jnp.zeros((batch, width), jnp.int32)
+    # Step 0 has one live beam per query (the start token): it runs on B rows, not B * beam_size.
+    tokens = jnp.zeros((batch, 1, length + 1), jnp.int32)  # decoder inputs: start token 0, then the SID
+    scores = jnp.zeros((batch, 1), jnp.float32)
+    nodes = jnp.zeros((batch, 1), jnp.int32)
+    cache = None
     for t in range(length):
-        log_probs = step_log_probs(tokens, t)
+        logits, normaliser, cache = step(tokens[:, :, t], t, cache)
         if trie is None:
-            vocab = log_probs.shape[-1]
-            candidate_tokens = jnp.broadcast_to(jnp.arange(vocab, dtype=jnp.int32), log_probs.shape)
-            candidates = scores[..., None] + log_probs
+            vocab = logits.shape[-1]
+            candidate_tokens = jnp.broadcast_to(jnp.arange(vocab, dtype=jnp.int32), logits.shape)
+            candidates = scores[..., None] + (logits - normaliser)
             child_nodes = jnp.zeros_like(candidate_tokens)
         else:
             candidate_tokens, child_nodes, valid = trie.children(nodes, t)
-            picked = jnp.take_along_axis(log_probs, candidate_tokens, axis=-1)
+            picked = jnp.take_along_axis(logits, candidate_tokens, axis=-1) - normaliser
             candidates = scores[..., None] + jnp.where(valid, picked, NEG_INF)
-        per_beam = candidates.shape[-1]
-        scores, flat = jax.lax.top_k(candidates.reshape(batch, width * per_beam), width)
+        live, per_beam = candidates.shape[1:]
+        flat_candidates = candidates.reshape(batch, live * per_beam)
+        if live * per_beam < width:  # fewer candidates than beams (a narrow first level): pad with dead ones
+            flat_candidates = jnp.pad(flat_candidates, ((0, 0), (0, width - live * per_beam)), constant_values=NEG_INF)
+        scores, flat = jax.lax.top_k(flat_candidates, width)
+        flat = jnp.minimum(flat, live * per_beam - 1)
         parent = flat // per_beam
         chosen = jnp.take_along_axis(candidate_tokens.reshape(batch, -1), flat, axis=1)
         nodes = jnp.take_along_axis(child_nodes.reshape(batch, -1), flat, axis=1)
         tokens = jnp.take_along_axis(tokens, parent[..., None], axis=1).at[:, :, t + 1].set(chosen)
+        cache = reorder_cache(cache, (parent + live * jnp.arange(batch)[:, None]).reshape(-1))
     if score_eos:
-        scores = scores + step_log_probs(tokens, length)[..., eos_id]
+        logits, normaliser, _ = step(tokens[:, :, length], length, cache)
+        scores = scores + logits[..., eos_id] - normaliser[..., 0]
     scores, order = jax.lax.top_k(scores, top_k)
     tokens = jnp.take_along_axis(tokens[:, :, 1:], order[..., None], axis=1)
     if trie is None:

@@ -1,10 +1,9 @@
 """Greedy decoding of the encoder-decoder, jitted and sharded over the batch: the simplest decoder.
 
-The encoder runs once; each of the ``max_length`` steps re-runs the decoder over the tokens so far
-and takes the argmax of the next position. Re-running the decoder costs O(L^2) decoder positions;
-for SID targets (L = 6 with EOS) that is cheaper than managing a cache. After EOS (or padding) a row
-emits padding (id 0). Trie-constrained beam search and sampling are in ``beam_search.py`` and
-``sampling.py``.
+The encoder and the cross-attention keys and values run once; each of the ``max_length`` steps
+runs the decoder on one new position over a self-attention cache of the earlier ones
+(``EncoderDecoder.decode_step``) and takes the argmax. After EOS (or padding) a row emits padding
+(id 0). Trie-constrained beam search and sampling are in ``beam_search.py`` and ``sampling.py``.
 """
 
 from __future__ import annotations
@@ -25,35 +24,26 @@ def greedy_decode(model: Any, encoder_input_tokens: jax.Array, *, max_length: in
     """(tokens ``[B, max_length]``, per-token log-probabilities ``[B, max_length]``) by greedy search.
 
     Args:
-        model: an ``EncoderDecoder`` (or anything with its ``encode``/``decode``).
+        model: an ``EncoderDecoder`` (``encode``, ``cross_key_values``, ``decode_step``).
         encoder_input_tokens: ``[B, S]`` int ids, 0 = padding.
         max_length: decoder steps (the target feature length, EOS included).
         eos_id: the end-of-sequence id; positions after it are padding with log-probability 0.
     """
     batch = encoder_input_tokens.shape[0]
-    encoded = model.encode(encoder_input_tokens, deterministic=True)
-
-    def body(i: jax.Array, carry: tuple[jax.Array, jax.Array, jax.Array]):
-        tokens, logprobs, done = carry
-        inputs = jnp.pad(tokens, ((0, 0), (1, 0)))[:, :-1]  # shift right, start token 0
-        logits = model.decode(encoded, encoder_input_tokens, inputs, deterministic=True)
-        step_logits = jax.lax.dynamic_index_in_dim(logits, i, axis=1, keepdims=False)
-        log_softmax = jax.nn.log_softmax(step_logits.astype(jnp.float32), axis=-1)
-        choice = jnp.argmax(log_softmax, axis=-1).astype(tokens.dtype)
+    cross = model.cross_key_values(model.encode(encoder_input_tokens, deterministic=True))
+    inputs = jnp.zeros((batch,), jnp.int32)  # the start token
+    done = jnp.zeros((batch,), bool)
+    cache, tokens, logprobs = None, [], []
+    for t in range(max_length):
+        logits, cache = model.decode_step(cross, encoder_input_tokens, inputs, t, cache)
+        log_softmax = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+        choice = jnp.argmax(log_softmax, axis=-1).astype(jnp.int32)
         chosen = jnp.take_along_axis(log_softmax, choice[:, None], axis=-1)[:, 0]
-        choice = jnp.where(done, PAD_ID, choice)
-        chosen = jnp.where(done, 0.0, chosen)
-        tokens = jax.lax.dynamic_update_index_in_dim(tokens, choice, i, axis=1)
-        logprobs = jax.lax.dynamic_update_index_in_dim(logprobs, chosen, i, axis=1)
-        return tokens, logprobs, done | (choice == eos_id)
-
-    init = (
-        jnp.zeros((batch, max_length), jnp.int32),
-        jnp.zeros((batch, max_length), jnp.float32),
-        jnp.zeros((batch,), bool),
-    )
-    tokens, logprobs, _ = jax.lax.fori_loop(0, max_length, body, init)
-    return tokens, logprobs
+        tokens.append(jnp.where(done, PAD_ID, choice))
+        logprobs.append(jnp.where(done, 0.0, chosen))
+        done = done | (tokens[-1] == eos_id)
+        inputs = tokens[-1]
+    return jnp.stack(tokens, axis=1), jnp.stack(logprobs, axis=1)
 
 
 def make_greedy_decoder(graphdef: nnx.GraphDef, params_shardings: Any, mesh: Mesh, rules: Any, *, max_length: int):

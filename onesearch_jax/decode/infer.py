@@ -24,12 +24,10 @@ import numpy as np
 import seqio
 
 from onesearch_jax.decode.greedy import make_greedy_decoder
+from onesearch_jax.decode.host_batches import EOS_ID, check_batch_split, encode_texts, global_batches, to_host
 from onesearch_jax.decode.infer_config import InferConfig
-from onesearch_jax.models import partitioning
 from onesearch_jax.train.checkpoint_config import CheckpointConfig
 from onesearch_jax.train.run import RunSetup, restore_params
-
-EOS_ID = 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,11 +71,10 @@ def read_inputs_file(path: str | os.PathLike[str]) -> list[str]:
 
 
 def _examples(setup: RunSetup, config: InferConfig) -> Iterator[dict[str, Any]]:
-    vocab = setup.vocab
     if config.inputs_file:
-        for text in read_inputs_file(config.inputs_file):
-            ids = [*vocab.encode(text)[: config.input_length - 1], EOS_ID]
-            yield {"inputs": text, "targets": None, "tokens": ids}
+        texts = read_inputs_file(config.inputs_file)
+        for text, tokens in zip(texts, encode_texts(setup.vocab, texts, config.input_length)[0], strict=True):
+            yield {"inputs": text, "targets": None, "tokens": tokens}
         return
     lengths = {"inputs": config.input_length, "targets": config.target_length}
     task = seqio.get_mixture_or_task(config.task)
@@ -86,8 +83,14 @@ def _examples(setup: RunSetup, config: InferConfig) -> Iterator[dict[str, Any]]:
         yield {
             "inputs": example["inputs_pretokenized"].decode("utf-8"),
             "targets": example["targets_pretokenized"].decode("utf-8"),
-            "tokens": example["inputs"].tolist(),
+            "tokens": _padded(example["inputs"], config.input_length),
         }
+
+
+def _padded(ids: np.ndarray, length: int) -> np.ndarray:
+    out = np.zeros(length, np.int32)
+    out[: len(ids)] = ids
+    return out
 
 
 def _describe(setup: RunSetup, ids: np.ndarray) -> tuple[list[int], tuple[int, ...] | None]:
@@ -111,10 +114,7 @@ def run_infer(
         FileNotFoundError: no checkpoint.
         ValueError: a batch size that does not split over the mesh and hosts, or an empty input.
     """
-    hosts = jax.process_count()
-    partitioning.check_batch_size(config.batch_size, setup.mesh, rules=setup.rules)
-    if config.batch_size % hosts:
-        raise ValueError(f"InferConfig.batch_size {config.batch_size} does not split over {hosts} processes")
+    check_batch_split(config.batch_size, setup.mesh, setup.rules, "InferConfig")
     graphdef, params, step = restore_params(setup, checkpoint_config, step)
     shardings = jax.tree.map(lambda x: x.sharding, params)
     decode = make_greedy_decoder(graphdef, shardings, setup.mesh, setup.rules, max_length=config.target_length)
@@ -126,19 +126,12 @@ def run_infer(
     primary = jax.process_index() == 0
     if primary:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-    rows, local = config.batch_size, config.batch_size // hosts
+    tokens = np.stack([example["tokens"] for example in examples])
     matches = sids = 0
     with open(path, "w", encoding="utf-8") if primary else open(os.devnull, "w") as out:
-        for start in range(0, len(examples), rows):
-            chunk = examples[start : start + rows]
-            tokens = np.zeros((rows, config.input_length), np.int32)
-            for r, example in enumerate(chunk):
-                tokens[r, : len(example["tokens"])] = example["tokens"]
-            mine = tokens[jax.process_index() * local : (jax.process_index() + 1) * local]
-            batch = partitioning.shard_batch({"encoder_input_tokens": mine}, setup.mesh, setup.rules)
-            predicted, logprobs = decode(params, batch["encoder_input_tokens"])
-            predicted, logprobs = _to_host(predicted), _to_host(logprobs)
-            for r, example in enumerate(chunk):
+        for start, rows, batch in global_batches(tokens, config.batch_size, setup.mesh, setup.rules):
+            predicted, logprobs = (to_host(x) for x in decode(params, batch))
+            for r, example in enumerate(examples[start : start + rows]):
                 ids, sid = _describe(setup, predicted[r])
                 text = setup.vocab.decode(ids)
                 match = None if example["targets"] is None else text == example["targets"]
@@ -152,11 +145,3 @@ def run_infer(
     return InferSummary(path=path, step=step, examples=len(examples),
                         exact_match=matches / len(examples) if has_targets else None,
                         sid_rate=sids / len(examples))  # fmt: skip
-
-
-def _to_host(x: jax.Array) -> np.ndarray:
-    if jax.process_count() == 1:
-        return np.asarray(x)
-    from jax.experimental import multihost_utils
-
-    return np.asarray(multihost_utils.process_allgather(x, tiled=True))

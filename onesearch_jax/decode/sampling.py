@@ -1,7 +1,9 @@
 """Sampling G SIDs per query under the SID trie: the rollout engine of TPMA-GRPO.
 
 For each query the encoder and the cross-attention keys and values run once; its G samples are
-decoded together. At SID step t each sample draws the next code among its node's trie children
+decoded together, one position per step over a self-attention cache
+(``EncoderDecoder.decode_step``). At SID step t each sample draws the next code among its node's
+trie children
 from
 
     q_t(c) ∝ exp(z_c / T)   for the children c kept by top-k and top-p, 0 elsewhere,
@@ -116,8 +118,10 @@ def sample_sids(
     tokens = jnp.zeros((rows, length + 1), jnp.int32)
     nodes = jnp.zeros((rows,), jnp.int32)
     logprobs, sample_logprobs = [], []
+    cache = None
     for t in range(length):
-        logits = model.decode_logits_at(cross, encoder_input_tokens, tokens[:, : t + 1], t).astype(jnp.float32)
+        logits, cache = model.decode_step(cross, encoder_input_tokens, tokens[:, t], t, cache)
+        logits = logits.astype(jnp.float32)
         child_tokens, child_nodes, valid = trie.children(nodes, t)
         child_logits = jnp.where(valid, jnp.take_along_axis(logits, child_tokens, axis=-1), NEG_INF)
         tempered = truncate_logits(child_logits / config.temperature, top_k=config.top_k, top_p=config.top_p)

@@ -38,6 +38,13 @@ from onesearch_jax.models.layers import (
 )
 
 DropoutRngs = nnx.Rngs | jax.Array | None
+# Per decoder layer, the self-attention (key, value) ``[N, heads, t, kv]`` of decoded positions 0..t-1.
+DecodeCache = tuple[tuple[jax.Array, jax.Array], ...]
+
+
+def reorder_cache(cache: DecodeCache, rows: jax.Array) -> DecodeCache:
+    """The cache with its rows gathered by ``rows [N]`` (beam search keeping each beam's parent)."""
+    return jax.tree.map(lambda x: jnp.take(x, rows, axis=0), cache)
 
 
 def activation_dtype(config: T5Config) -> jnp.dtype:
@@ -148,6 +155,41 @@ class DecoderLayer(nnx.Module):
             h, h, position_bias=position_bias, mask=self_mask, deterministic=deterministic, rngs=rngs
         )
         x = x + self.dropout(h, deterministic=deterministic, rngs=rngs)
+        return self._cross_attention_and_mlp(x, cross_key_value, cross_mask, deterministic=deterministic, rngs=rngs)
+
+    def step(
+        self,
+        x: jax.Array,
+        cross_key_value: tuple[jax.Array, jax.Array],
+        cache: tuple[jax.Array, jax.Array] | None,
+        *,
+        position_bias: jax.Array,
+        cross_mask: jax.Array,
+    ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+        """One decoding position ``x [N, 1, embed]`` over the cached keys and values of the earlier
+        ones (``[N, heads, t, kv]``, None at t = 0); returns the output and the cache with this
+        position appended. Equal to :meth:`__call__` at position t of the whole prefix (no dropout).
+        """
+        h = self.pre_self_attention_layer_norm(x)
+        attention = self.self_attention
+        key, value = attention.project_key_value(h)
+        if cache is not None:
+            key, value = jnp.concatenate([cache[0], key], axis=2), jnp.concatenate([cache[1], value], axis=2)
+        h = attention.attend(
+            attention.project_query(h), key, value, position_bias=position_bias, mask=None, deterministic=True
+        )
+        x = self._cross_attention_and_mlp(x + h, cross_key_value, cross_mask, deterministic=True, rngs=None)
+        return x, (key, value)
+
+    def _cross_attention_and_mlp(
+        self,
+        x: jax.Array,
+        cross_key_value: tuple[jax.Array, jax.Array],
+        cross_mask: jax.Array,
+        *,
+        deterministic: bool,
+        rngs: nnx.Rngs | None,
+    ) -> jax.Array:
         h = self.pre_cross_attention_layer_norm(x)
         key, value = cross_key_value
         attention = self.encoder_decoder_attention
@@ -224,6 +266,25 @@ class Decoder(nnx.Module):
                 rngs=rngs,
             )
         return self.dropout(self.decoder_norm(x), deterministic=deterministic, rngs=rngs)
+
+    def step(
+        self,
+        embeddings: jax.Array,
+        cross_key_values: Sequence[tuple[jax.Array, jax.Array]],
+        cache: DecodeCache | None,
+        *,
+        position: int,
+        cross_mask: jax.Array,
+    ) -> tuple[jax.Array, DecodeCache]:
+        """Hidden state ``[N, 1, embed]`` of decoder position ``position`` (embeddings ``[N, 1, embed]``)
+        given every layer's self-attention keys and values of positions ``0 .. position - 1``."""
+        position_bias = self.relpos_bias(1, position + 1, query_offset=position)
+        x, new_cache = embeddings, []
+        for i, (layer, cross_key_value) in enumerate(zip(self.layers, cross_key_values, strict=True)):
+            x, layer_cache = layer.step(x, cross_key_value, None if cache is None else cache[i],
+                                        position_bias=position_bias, cross_mask=cross_mask)  # fmt: skip
+            new_cache.append(layer_cache)
+        return self.decoder_norm(x), tuple(new_cache)
 
 
 class EncoderDecoder(nnx.Module):
@@ -328,30 +389,34 @@ class EncoderDecoder(nnx.Module):
         :meth:`encode` output: computed once per query when decoding, shared by all its beams."""
         return self.decoder.cross_key_values(encoded.astype(activation_dtype(self.config)))
 
-    def decode_logits_at(
+    def decode_step(
         self,
         cross_key_values: Sequence[tuple[jax.Array, jax.Array]],
         encoder_input_tokens: jax.Array,
         decoder_input_tokens: jax.Array,
-        position: int | jax.Array,
-    ) -> jax.Array:
-        """float32 logits ``[N, vocab]`` of the token after ``decoder_input_tokens[:, position]``.
+        position: int,
+        cache: DecodeCache | None,
+    ) -> tuple[jax.Array, DecodeCache]:
+        """float32 logits ``[N, vocab]`` of the token after decoder input ``position``, and the cache.
 
-        The decoding step of beam search and sampling (no dropout): ``decoder_input_tokens`` is
-        ``[N, T]`` with N = B * R rows, R per query, row ``b * R + r`` belonging to query b of
-        ``encoder_input_tokens [B, S]`` and ``cross_key_values`` (:meth:`cross_key_values`). The
-        whole prefix is re-run each step (SID targets are a handful of tokens, so this costs less
-        than maintaining a self-attention cache); the output layer runs on one position only.
+        The incremental decoding step of beam search and sampling (no dropout; T5X's
+        ``decode=True``): ``decoder_input_tokens`` ``[N]`` is the input at ``position`` (the start
+        token 0 at position 0), ``cache`` the self-attention keys and values of positions
+        ``0 .. position - 1`` as returned by the previous step (None at position 0). Rows are
+        ``N = B * R``, R per query, row ``b * R + r`` belonging to query b of
+        ``encoder_input_tokens [B, S]`` and ``cross_key_values`` (:meth:`cross_key_values`). A
+        beam search that reorders its rows reorders the cache's rows the same way
+        (:func:`reorder_cache`). Equal to the logits of :meth:`decode` at ``position`` over the
+        whole prefix (``tests/models/test_encoder_decoder.py``).
         """
-        hidden = self.decoder(
-            self.token_embedder(decoder_input_tokens),
+        hidden, cache = self.decoder.step(
+            self.token_embedder(decoder_input_tokens[:, None]),
             cross_key_values,
-            self_mask=causal_mask(decoder_input_tokens.shape[1]),
+            cache,
+            position=position,
             cross_mask=padding_mask(encoder_input_tokens),
-            deterministic=True,
-            rngs=None,
         )
-        return self.logits(jax.lax.dynamic_index_in_dim(hidden, position, axis=1, keepdims=False))
+        return self.logits(hidden[:, 0]), cache
 
     def logits(self, hidden: jax.Array) -> jax.Array:
         """Output layer: float32 logits ``[..., vocab]`` of decoder hidden states ``[..., embed]``.

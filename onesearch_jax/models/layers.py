@@ -188,9 +188,9 @@ class RelativePositionBias(nnx.Module):
             max_distance=self.max_distance,
         )
 
-    def __call__(self, query_length: int, key_length: int) -> jax.Array:
-        """float32 bias ``[1, heads, query_length, key_length]``."""
-        buckets = self.buckets(query_length, key_length)
+    def __call__(self, query_length: int, key_length: int, *, query_offset: int = 0) -> jax.Array:
+        """float32 bias ``[1, heads, query_length, key_length]`` (queries start at ``query_offset``)."""
+        buckets = self.buckets(query_length, key_length, query_offset=query_offset)
         values = jnp.take(self.rel_embedding[...], jnp.asarray(buckets), axis=1)  # [heads, q, k]
         return values[None].astype(jnp.float32)
 

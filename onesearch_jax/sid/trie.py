@@ -146,6 +146,16 @@ class SidTrie:
         leaf = node - self.depth_offsets[self.sid_length]
         return self.leaf_items[self.leaf_offsets[leaf] : self.leaf_offsets[leaf + 1]]
 
+    def leaf_item_ids(self, leaf: int) -> np.ndarray:
+        """Item ids of leaf ``leaf`` (a row of ``leaf_sids``), ascending.
+
+        Raises:
+            IndexError: ``leaf`` is not a leaf index (e.g. -1, an empty beam).
+        """
+        if not 0 <= leaf < self.num_sids:
+            raise IndexError(f"leaf {leaf} is outside 0..{self.num_sids - 1}")
+        return self.leaf_items[self.leaf_offsets[leaf] : self.leaf_offsets[leaf + 1]]
+
     def allowed_mask(self, nodes: np.ndarray) -> np.ndarray:
         """``[len(nodes), K]`` bool masks of the next codes allowed at ``nodes`` (all of one depth).
 

@@ -9,7 +9,7 @@ import pytest
 from flax import nnx
 
 from onesearch_jax.models.configs import T5Config, named_config
-from onesearch_jax.models.encoder_decoder import EncoderDecoder, abstract_model, param_count
+from onesearch_jax.models.encoder_decoder import EncoderDecoder, abstract_model, param_count, reorder_cache
 from onesearch_jax.models.layers import LOGICAL_AXES, GatedGeluMlp, MultiHeadAttention, RMSNorm
 from tests.models.model_utils import random_model
 
@@ -72,6 +72,34 @@ def test_causal_future_decoder_tokens_do_not_change_earlier_logits(model):
     after = np.asarray(forward(model, ENC, DEC.at[:, 3].set(40)))
     np.testing.assert_array_equal(after[:, :3], before[:, :3])
     assert np.abs(after[:, 3:] - before[:, 3:]).max() > 1e-3
+
+
+@nnx.jit
+def _incremental_logits(model, enc, dec, order):
+    """decode_step over every position of ``dec [N, T]`` (N = 3 rows per query), with the cache's
+    rows permuted by ``order`` within each query after position 1 (as a beam search reorders)."""
+    cross = model.cross_key_values(model.encode(enc))
+    cache, out = None, []
+    for t in range(dec.shape[1]):
+        logits, cache = model.decode_step(cross, enc, dec[:, t], t, cache)
+        out.append(logits)
+        if t == 1:
+            cache = reorder_cache(cache, order)
+            dec = dec[order]
+    return jnp.stack(out, axis=1), dec
+
+
+def test_incremental_decode_step_equals_decoding_the_whole_prefix(model):
+    rows = jnp.concatenate([DEC, DEC.at[:, 2:].set(30), DEC.at[:, 1:].set(31)])  # [6, 5]: 3 rows per query
+    rows = rows.reshape(3, 2, 5).transpose(1, 0, 2).reshape(6, 5)  # row b * 3 + r belongs to query b
+    order = jnp.array([2, 0, 1, 4, 5, 3])
+    incremental, reordered = _incremental_logits(model, ENC, rows, order)
+    # Rows after position 1 continue the prefixes they were reordered to; positions 0-1 are before it.
+    full_before = forward(model, jnp.repeat(ENC, 3, axis=0), rows)
+    full_after = forward(model, jnp.repeat(ENC, 3, axis=0), reordered)
+    np.testing.assert_allclose(np.asarray(incremental[:, :2]), np.asarray(full_before[:, :2]), atol=2e-5)
+    np.testing.assert_allclose(np.asarray(incremental[:, 2:]), np.asarray(full_after[:, 2:]), atol=2e-5)
+    assert not np.allclose(np.asarray(full_before[:, 2:]), np.asarray(full_after[:, 2:]), atol=1e-3)
 
 
 def test_padding_more_pad_columns_do_not_change_logits(model):
