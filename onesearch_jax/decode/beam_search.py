@@ -121,10 +121,11 @@ def beam_search(
             picked = jnp.take_along_axis(logits, candidate_tokens, axis=-1) - normaliser
             candidates = scores[..., None] + jnp.where(valid, picked, NEG_INF)
         live, per_beam = candidates.shape[1:]
+        keep = width if trie is None else min(width, trie.depth_sizes[t + 1])  # no more beams than prefixes
         flat_candidates = candidates.reshape(batch, live * per_beam)
-        if live * per_beam < width:  # fewer candidates than beams (a narrow first level): pad with dead ones
-            flat_candidates = jnp.pad(flat_candidates, ((0, 0), (0, width - live * per_beam)), constant_values=NEG_INF)
-        scores, flat = jax.lax.top_k(flat_candidates, width)
+        if live * per_beam < keep:  # fewer candidates than beams: pad with dead ones
+            flat_candidates = jnp.pad(flat_candidates, ((0, 0), (0, keep - live * per_beam)), constant_values=NEG_INF)
+        scores, flat = jax.lax.top_k(flat_candidates, keep)
         flat = jnp.minimum(flat, live * per_beam - 1)
         parent = flat // per_beam
         chosen = jnp.take_along_axis(candidate_tokens.reshape(batch, -1), flat, axis=1)
@@ -134,6 +135,10 @@ def beam_search(
     if score_eos:
         logits, normaliser, _ = step(tokens[:, :, length], length, cache)
         scores = scores + logits[..., eos_id] - normaliser[..., 0]
+    if scores.shape[1] < top_k:  # a trie with fewer SIDs than top_k
+        scores = jnp.pad(scores, ((0, 0), (0, top_k - scores.shape[1])), constant_values=NEG_INF)
+        tokens = jnp.pad(tokens, ((0, 0), (0, top_k - tokens.shape[1]), (0, 0)))
+        nodes = jnp.pad(nodes, ((0, 0), (0, top_k - nodes.shape[1])))
     scores, order = jax.lax.top_k(scores, top_k)
     tokens = jnp.take_along_axis(tokens[:, :, 1:], order[..., None], axis=1)
     if trie is None:

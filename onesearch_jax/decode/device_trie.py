@@ -33,6 +33,8 @@ class DeviceTrie:
         first_child: ``[num_nodes]`` int32 first child of each node.
         num_children: ``[num_nodes]`` int32 number of children of each node.
         max_children: static, the most children of a node at each depth ``0 .. L-1``.
+        depth_sizes: static, the number of nodes at each depth ``0 .. L`` (prefixes of each
+            length; depth L: the SIDs), so a beam search never keeps more beams than exist.
         token_offsets: static, the token id of code 0 at each SID position.
         leaf_offset: static, the node id of the first leaf (leaf i is SID i of the trie).
     """
@@ -41,6 +43,7 @@ class DeviceTrie:
     first_child: jax.Array
     num_children: jax.Array
     max_children: tuple[int, ...] = dataclasses.field(metadata={"static": True})
+    depth_sizes: tuple[int, ...] = dataclasses.field(metadata={"static": True})
     token_offsets: tuple[int, ...] = dataclasses.field(metadata={"static": True})
     leaf_offset: int = dataclasses.field(metadata={"static": True})
 
@@ -63,6 +66,7 @@ class DeviceTrie:
             first_child=jnp.asarray(np.minimum(trie.first_child, trie.num_nodes - 1), jnp.int32),
             num_children=jnp.asarray(trie.num_children, jnp.int32),
             max_children=tuple(int(m) for m in trie.max_children),
+            depth_sizes=tuple(int(n) for n in np.diff(trie.depth_offsets)),
             token_offsets=tuple(int(o) for o in token_offsets),
             leaf_offset=int(trie.depth_offsets[trie.sid_length]),
         )
