@@ -106,6 +106,10 @@ def test_more_beams_than_sids_leave_empty_beams(model, queries):
     result = run_beam(model, queries, small, beam_size=8, top_k=5)
     assert (result.leaves[:, :3] >= 0).all() and (result.leaves[:, 3:] == -1).all()
     assert np.isneginf(result.scores[:, 3:]).all() and np.isfinite(result.scores[:, :3]).all()
+    # the search keeps at most as many beams as there are prefixes: 2 after step 0, 2 after step 1
+    assert DeviceTrie.from_trie(small, OFFSETS).depth_sizes == (1, 2, 2, 3)
+    exact = run_beam(model, queries, small, beam_size=3, top_k=3)
+    np.testing.assert_allclose(result.scores[:, :3], exact.scores, rtol=1e-6, atol=1e-6)
 
 
 def test_unconstrained_beam_of_one_is_greedy(model, queries):
