@@ -54,6 +54,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from cpu_load import background_share, cpu_ticks  # bench/cpu_load.py (the script's folder is on sys.path)
 
 VOCAB_SIZE = 2176  # our SentencePiece + SID vocabulary, padded to a multiple of 128
 LEARNING_RATE = 1e-3
@@ -308,19 +309,6 @@ def torch_runner(initial: Any, batches: list[dict[str, np.ndarray]], *, flush_de
     return Runner(name="torch+flush_denormal" if flush_denormal else "torch", step=one)
 
 
-def cpu_ticks() -> tuple[int, int] | None:
-    """(busy ticks of the whole machine, ticks of this process), from /proc; None elsewhere."""
-    try:
-        with open("/proc/stat") as f:
-            fields = [int(x) for x in f.readline().split()[1:]]
-        with open("/proc/self/stat") as f:
-            own = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-    return sum(fields[:8]) - idle, int(own[11]) + int(own[12])  # utime + stime of all our threads
-
-
 def run_interleaved(runners: list[Runner], warmup_steps: int, steps: int) -> float | None:
     """Warms each runner up, then times ``steps`` rounds of one step per runner (rotating the order).
 
@@ -338,11 +326,7 @@ def run_interleaved(runners: list[Runner], warmup_steps: int, steps: int) -> flo
             start = time.perf_counter()
             runner.losses.append(runner.step())
             runner.seconds.append(time.perf_counter() - start)
-    after = cpu_ticks()
-    if before is None or after is None:
-        return None
-    available = (time.perf_counter() - start_all) * os.sysconf("SC_CLK_TCK") * (os.cpu_count() or 1)
-    return max(0.0, (after[0] - before[0]) - (after[1] - before[1])) / available
+    return background_share(before, cpu_ticks(), time.perf_counter() - start_all)
 
 
 # --- report -----------------------------------------------------------------------------------
