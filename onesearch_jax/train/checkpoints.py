@@ -16,6 +16,12 @@ the last ``keep_last`` **or** the best ``keep_best`` by ``best_metric``. ``best_
 ``BestN`` runs with ``keep_checkpoints_without_metrics=False`` so steps saved without metrics age out
 through ``LatestN`` like any other.
 
+Integrity: once a step is complete, process 0 writes ``checksums.json`` into its directory
+(:mod:`~onesearch_jax.train.checkpoint_integrity`). Restoring the latest step verifies it first;
+a step whose files no longer match (truncated, overwritten) is reported, renamed to
+``<step>.corrupt-<time>`` (read-only jobs just skip it) and the previous intact step is used. A
+step asked for by number that does not verify is an error naming the file.
+
 The typed PRNG key is stored as its raw ``key_data`` (orbax serialises plain arrays) and re-wrapped
 on restore with the implementation recorded in ``meta``.
 
@@ -35,8 +41,10 @@ from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from absl import logging
 from orbax.checkpoint import checkpoint_managers as ocp_managers
 
+from onesearch_jax.train import checkpoint_integrity as integrity
 from onesearch_jax.train.checkpoint_config import CheckpointConfig
 from onesearch_jax.train.state import TrainState
 
@@ -113,6 +121,9 @@ class Checkpointer:
         else:
             check_writable(self.directory)
         self._meta = dict(meta or {})
+        self._read_only = read_only
+        self._unsummed: list[int] = []  # saved steps whose checksums are not written yet
+        self._intact: set[int] = set()  # steps verified by this checkpointer (read each file once)
         policies: list[Any] = [ocp_managers.LatestN(n=config.keep_last)]
         best_fn = None
         if config.keep_best:
@@ -186,11 +197,88 @@ class Checkpointer:
             data=ocp.args.JsonSave(dict(data_state)),
             meta=ocp.args.JsonSave(meta),
         )
-        return bool(self._manager.save(step, args=args, metrics=metrics if self.config.keep_best else None, force=True))
+        started = self._manager.save(step, args=args, metrics=metrics if self.config.keep_best else None, force=True)
+        if started:
+            self._unsummed.append(step)
+            if not self.config.async_save:
+                self._write_checksums()
+        return bool(started)
 
     def wait(self) -> None:
-        """Blocks until pending async saves are written (and old checkpoints pruned)."""
+        """Blocks until pending async saves are written (and old checkpoints pruned), then writes
+        their checksums."""
         self._manager.wait_until_finished()
+        self._write_checksums()
+
+    def _step_dir(self, step: int) -> Path:
+        return Path(self.directory) / str(step)
+
+    def _write_checksums(self) -> None:
+        """``checksums.json`` of every complete step this checkpointer saved (process 0, local paths)."""
+        if jax.process_index() != 0 or not integrity.is_local(self.directory):
+            self._unsummed.clear()
+            return
+        for step in self._unsummed:
+            if step in self._manager.all_steps() and self._step_dir(step).is_dir():
+                integrity.write_checksums(self._step_dir(step))
+        self._unsummed.clear()
+
+    def latest_intact_step(self) -> int | None:
+        """The newest step whose files match their checksums (None: no checkpoint at all).
+
+        Newer steps that do not match are logged and renamed ``<step>.corrupt-<time>`` (a
+        read-only checkpointer only skips them).
+
+        Raises:
+            FileNotFoundError: there are checkpoints, but none is intact (each problem named).
+        """
+        self.wait()
+        steps = self.all_steps()
+        problems = []
+        for step in reversed(steps):
+            problem = self.verify(step)
+            if problem is None:
+                return step
+            problems.append(f"step {step}: {problem}")
+            if self._read_only:
+                logging.warning("checkpoint step %d is corrupt, skipped: %s", step, problem)
+            else:
+                moved = integrity.quarantine(self._step_dir(step))
+                logging.warning("checkpoint step %d is corrupt (%s); moved to %s", step, problem, moved)
+                self._manager.reload()
+        if problems:
+            raise FileNotFoundError(f"no intact checkpoint in {self.directory}: " + "; ".join(problems))
+        return None
+
+    def verify(self, step: int) -> str | None:
+        """None when ``step``'s files match their checksums (or it has none); else what is wrong."""
+        if not integrity.is_local(self.directory) or int(step) in self._intact:
+            return None
+        problem = integrity.verify_checksums(self._step_dir(int(step)))
+        if problem is None:
+            self._intact.add(int(step))
+        return problem
+
+    def _verified(self, step: int | None) -> int:
+        """``step``, or the latest intact one when None; a numbered step that fails verification raises.
+
+        Raises:
+            FileNotFoundError: no checkpoint, or not ``step`` (naming the steps that exist).
+            ValueError: ``step`` does not match its checksums (naming the file).
+        """
+        if step is None:
+            latest = self.latest_intact_step()
+            if latest is None:
+                raise FileNotFoundError(f"no checkpoint to restore in {self.directory}")
+            return latest
+        self.wait()
+        steps = self.all_steps()
+        if int(step) not in steps:
+            raise FileNotFoundError(f"no checkpoint for step {step} in {self.directory}; steps there: {steps}")
+        problem = self.verify(int(step))
+        if problem is not None:
+            raise ValueError(f"checkpoint step {step} in {self.directory} is corrupt: {problem}")
+        return int(step)
 
     def latest_step(self) -> int | None:
         """The newest complete step, or None if there is none."""
@@ -214,17 +302,10 @@ class Checkpointer:
                 shardings are used. Each host reads only the shards these shardings give it.
 
         Raises:
-            FileNotFoundError: no checkpoint in the directory, or not ``step`` (naming what exists).
+            FileNotFoundError: no (intact) checkpoint in the directory, or not ``step`` (naming what exists).
+            ValueError: ``step`` does not match its checksums (the file is named).
         """
-        self.wait()
-        steps = self.all_steps()
-        if not steps:
-            raise FileNotFoundError(f"no checkpoint to restore in {self.directory}")
-        if step is None:
-            step = steps[-1]
-        elif int(step) not in steps:
-            raise FileNotFoundError(f"no checkpoint for step {step} in {self.directory}; steps there: {steps}")
-        step = int(step)
+        step = self._verified(step)
         target = abstract_train_state(abstract_state)
         rng_target = jax.eval_shape(jax.random.key_data, target.rng)
         rng_target = jax.ShapeDtypeStruct(rng_target.shape, rng_target.dtype, sharding=target.rng.sharding)
@@ -253,16 +334,11 @@ class Checkpointer:
                 concrete arrays whose shapes, dtypes and shardings are used).
 
         Raises:
-            FileNotFoundError: no such checkpoint (naming the steps that exist).
-            ValueError: the checkpoint's parameters do not have the target's shapes (another model).
+            FileNotFoundError: no such (intact) checkpoint (naming the steps that exist).
+            ValueError: the checkpoint's parameters do not have the target's shapes (another model),
+                or ``step`` does not match its checksums.
         """
-        self.wait()
-        steps = self.all_steps()
-        if not steps:
-            raise FileNotFoundError(f"no checkpoint to restore in {self.directory}")
-        step = steps[-1] if step is None else int(step)
-        if step not in steps:
-            raise FileNotFoundError(f"no checkpoint for step {step} in {self.directory}; steps there: {steps}")
+        step = self._verified(step)
         target = {"params": abstract_train_state(abstract_params)}
         restore_args = jax.tree.map(
             lambda s: ocp.ArrayRestoreArgs(global_shape=s.shape, dtype=s.dtype, sharding=s.sharding), target
@@ -277,16 +353,14 @@ class Checkpointer:
         return restored["params"]
 
     def restore_meta(self, step: int | None = None) -> dict[str, Any]:
-        """The ``meta`` item of ``step`` (None: the latest)."""
-        step = self.latest_step() if step is None else step
-        if step is None:
-            raise FileNotFoundError(f"no checkpoint to restore in {self.directory}")
+        """The ``meta`` item of ``step`` (None: the latest intact one)."""
+        step = self._verified(step)
         restored = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
         return dict(restored["meta"])
 
     def close(self) -> None:
-        """Waits for pending saves and releases the manager."""
-        self._manager.wait_until_finished()
+        """Waits for pending saves, writes their checksums and releases the manager."""
+        self.wait()
         self._manager.close()
 
     def __enter__(self) -> Checkpointer:

@@ -290,7 +290,7 @@ def train_run(
     checkpointer = Checkpointer(checkpoint_config, meta={**setup.meta(), **(run_meta or {})})
     graphdef, abstract, shardings, init = abstract_init(setup.model_fn, optimizer, setup.mesh, setup.rules,
                                                         seed=config.seed)  # fmt: skip
-    latest = checkpointer.latest_step()
+    latest = checkpointer.latest_intact_step()  # a corrupt newer step is reported and set aside
     data_state = None
     if latest is None:
         state = init()
@@ -343,7 +343,7 @@ def restore_params(
     """
     checkpointer = Checkpointer(checkpoint_config, read_only=True)
     try:
-        step = checkpointer.latest_step() if step is None else int(step)
+        step = checkpointer.latest_intact_step() if step is None else int(step)
         if step is None:
             raise FileNotFoundError(f"no checkpoint in {checkpointer.directory}")
         _check_meta(checkpointer.restore_meta(step), setup, checkpointer.directory)
