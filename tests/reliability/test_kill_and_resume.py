@@ -78,7 +78,11 @@ def _final(model_dir: Path) -> tuple[list[np.ndarray], dict]:
         data = json.loads((Path(config.path) / str(step) / "data" / "metadata").read_text())
     import orbax.checkpoint as ocp
 
-    state = ocp.PyTreeCheckpointer().restore(str(Path(config.path) / str(step) / "state"))
+    path = str(Path(config.path) / str(step) / "state")
+    checkpointer = ocp.PyTreeCheckpointer()
+    tree = checkpointer.metadata(path).item_metadata.tree
+    as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
+    state = checkpointer.restore(path, args=ocp.args.PyTreeRestore(restore_args=as_numpy))
     return [np.asarray(x) for x in jax.tree.leaves(state)], data
 
 
