@@ -171,6 +171,17 @@ def _checked(row: dict[str, str], cfg: RelevanceTableConfig, path: str, line: in
     return query, title, key, _score(row, cfg, path, line)
 
 
+def _tier(value: float, lo: float, hi: float) -> int:
+    """``round(3 (value - lo) / (hi - lo))``, 0 for a single-grade scale (``hi == lo``).
+
+    Computed on halves, so that a scale as wide as the float range (``hi - lo`` overflowing to
+    inf) still maps its rows to tiers instead of dividing inf by inf.
+    """
+    if hi <= lo:
+        return 0
+    return min(3, max(0, round(3 * ((value / 2 - lo / 2) / (hi / 2 - lo / 2)))))
+
+
 def _split(query: str, cfg: RelevanceTableConfig) -> str:
     h = int.from_bytes(hashlib.sha256(query.encode("utf-8")).digest()[:8], "big") / 2**64
     if h < cfg.test_fraction:
@@ -214,9 +225,7 @@ def import_relevance_table(
             raise RecordError(
                 path=name, line=1, field=cfg.score_column, kind="value", reason="no valid rows to read the scale from"
             )
-        lo, hi = min(values), max(values)
-        if lo == hi:
-            hi = lo + 1.0  # a single grade: everything maps to tier 0
+        lo, hi = min(values), max(values)  # lo == hi: a single grade, every row gets tier 0
     item_ids: dict[str, int] = {}
     sessions: dict[str, list[int]] = {}
     best: dict[tuple[str, int], int] = {}
@@ -229,7 +238,7 @@ def import_relevance_table(
             if not lo <= value <= hi:
                 raise RecordError(path=name, line=line, field=cfg.score_column, kind="value",
                                   reason=f"{value} outside the scale [{lo}, {hi}]")  # fmt: skip
-            tier = round(3 * (value - lo) / (hi - lo))
+            tier = _tier(value, lo, hi)
             if key not in item_ids:
                 item_ids[key] = len(item_ids) + 1
                 writer.write(_unknown_item(item_ids[key], title))

@@ -59,6 +59,18 @@ def test_ids_scale_threshold_and_splits(tmp_path):
 
 
 @pytest.mark.parametrize(
+    ("scores", "tiers"),
+    [
+        (["9007199254740992"], {0: 1, 1: 0, 2: 0, 3: 0}),  # one grade where lo + 1 == lo (found by fuzzing)
+        (["-1e308", "1e308", "0"], {0: 1, 1: 0, 2: 1, 3: 1}),  # a scale whose width overflows to inf
+    ],
+)
+def test_extreme_scales_map_to_tiers(tmp_path, scores, tiers):
+    path = _table(tmp_path, [f"q{i},T{i},{v},p{i}" for i, v in enumerate(scores)])
+    assert import_relevance_table(path, tmp_path / "out").tiers == tiers
+
+
+@pytest.mark.parametrize(
     ("row", "field", "fragment"),
     [
         ("mat,Red Mat,high,a", "median_relevance", "not a number: 'high'"),

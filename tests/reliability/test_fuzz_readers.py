@@ -113,3 +113,56 @@ def test_keyword_repository_entries_load_or_name_the_line(tmp_path, entry):
         KeywordRepository.load(path)
     except RecordError as error:
         assert error.path == str(path) and error.line == 2
+
+
+CSV_CELL = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=12)
+
+
+@FUZZ
+@given(rows=st.lists(st.tuples(CSV_CELL, CSV_CELL, CSV_CELL | st.floats(allow_nan=True).map(str)), max_size=6),
+       skip=st.booleans())  # fmt: skip
+def test_relevance_tables_import_or_name_the_line(tmp_path, rows, skip):
+    """The importer reads any CSV (quotes, commas, newlines in cells, bad scores) into records or a
+    RecordError naming the table, a line and the column; with --skip_invalid it counts what it skips."""
+    import csv
+    import shutil
+
+    from onesearch_jax.data.relevance_import import RelevanceTableConfig, import_relevance_table
+
+    table = tmp_path / "table.csv"
+    with open(table, "w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["query", "product_title", "median_relevance"])
+        writer.writerows(rows)
+    out = tmp_path / "out"
+    shutil.rmtree(out, ignore_errors=True)
+    try:
+        summary = import_relevance_table(table, out, RelevanceTableConfig(), skip_invalid=skip)
+    except RecordError as error:
+        assert error.path == str(table) and error.line >= 1
+        return
+    assert summary.rows + summary.skipped.count == len(rows)
+
+
+GIN_TEXT = st.text(alphabet=st.sampled_from(list("TrainConfig.batch_size=[]{}()'\"@%/ 0123456789-_:,\\n")), max_size=40)
+
+
+@FUZZ
+@given(binding=GIN_TEXT | st.text(max_size=30))
+def test_gin_overrides_fail_with_the_errors_the_command_reports(binding):
+    """``onesearch`` turns ValueError and SyntaxError from gin into one ``error:`` line (main.py);
+    any binding must parse or raise one of those (or gin's own parse errors, which subclass them)."""
+    import gin
+
+    from onesearch_jax import configurables  # noqa: F401  (registers the configurables)
+    from onesearch_jax.gin_utils import parse_gin
+
+    with gin.unlock_config():
+        gin.clear_config()
+    try:
+        parse_gin([], [], [binding])
+    except (ValueError, SyntaxError):
+        pass
+    finally:
+        with gin.unlock_config():
+            gin.clear_config()
