@@ -280,7 +280,7 @@ def cmd_eval(args: Sequence[str]) -> int:
     from onesearch_jax.evaluate.job import EvalJob
 
     job = EvalJob.create(setup, checkpoints, config, ConfiguredSegments())
-    counts = {t: sum(bool(q.clicked if t == "click" else q.ordered) for q in job.queries) for t in ("click", "order")}
+    counts = job.truth_counts()
     print(f"evaluating {len(job.queries)} sessions of {job.sources.records} ({counts['click']} with a click, "
           f"{counts['order']} with an order; {job.truncated} inputs truncated to {config.input_length} tokens); "
           f"beam {config.beam_size}, K {list(config.ks)}; BM25 {'on' if config.bm25 else 'off'}")  # fmt: skip

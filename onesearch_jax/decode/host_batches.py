@@ -13,8 +13,7 @@ import jax
 import numpy as np
 
 from onesearch_jax.models import partitioning
-
-EOS_ID = 1
+from onesearch_jax.vocab_config import EOS_ID
 
 
 def encode_texts(vocab, texts: Sequence[str], length: int) -> tuple[np.ndarray, int]:

@@ -24,10 +24,11 @@ import numpy as np
 import seqio
 
 from onesearch_jax.decode.greedy import make_greedy_decoder
-from onesearch_jax.decode.host_batches import EOS_ID, check_batch_split, encode_texts, global_batches, to_host
+from onesearch_jax.decode.host_batches import check_batch_split, encode_texts, global_batches, to_host
 from onesearch_jax.decode.infer_config import InferConfig
 from onesearch_jax.train.checkpoint_config import CheckpointConfig
 from onesearch_jax.train.run import RunSetup, restore_params
+from onesearch_jax.vocab_config import EOS_ID
 
 
 @dataclasses.dataclass(frozen=True)

@@ -36,7 +36,6 @@ from onesearch_jax.sid.codebook import SidCodebook
 from onesearch_jax.train.checkpoint_config import CheckpointConfig
 from onesearch_jax.train.checkpoints import Checkpointer
 from onesearch_jax.train.run import RunSetup, make_evaluator, restore_params
-from onesearch_jax.train.step import make_eval_step
 
 MODEL = "model"
 BM25 = "bm25"
@@ -90,6 +89,10 @@ class EvalJob:
                    queries=queries, tokens=tokens, truncated=truncated, bm25_items=bm25_items,
                    output_dir=output_dir)  # fmt: skip
 
+    def truth_counts(self) -> dict[str, int]:
+        """Queries with at least one relevant item, per truth (``click``, ``order``)."""
+        return {t: sum(bool(r) for r in report.relevant_items(self.queries, t)) for t in report.TRUTHS}
+
     # ------------------------------------------------------------------ one step
     def evaluate(self, step: int | None = None) -> dict[str, Any]:
         """Evaluates checkpoint ``step`` (None: the latest), writes its files, returns its summary.
@@ -106,8 +109,7 @@ class EvalJob:
                 position_first_ids=self.setup.vocab.position_first_ids, config=self.config,
             )  # fmt: skip
             if self.config.teacher_forced and self.setup.config.eval_tasks:
-                eval_step = make_eval_step(graphdef, self.setup.mesh, self.setup.rules, params_shardings=shardings)
-                self._teacher_forced = make_evaluator(self.setup, eval_step)
+                self._teacher_forced = make_evaluator(self.setup, graphdef, shardings)
         rankings = self._ranker.rank(params, self.tokens)
         systems = {MODEL: rankings.items, **({BM25: self.bm25_items} if self.bm25_items is not None else {})}
         per_query = {name: report.score_system(self.queries, items, self.config.ks) for name, items in systems.items()}
@@ -125,7 +127,7 @@ class EvalJob:
             "split": self.config.split,
             "input_field": self.config.input_field,
             "sessions": n,
-            "overall_counts": {t: sum(bool(r) for r in report.relevant_items(self.queries, t)) for t in report.TRUTHS},
+            "overall_counts": self.truth_counts(),
             **report.summarise(self.queries, per_query),
             "valid_sid_rate": None,
             "truncated_inputs": self.truncated,

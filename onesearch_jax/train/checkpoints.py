@@ -343,7 +343,7 @@ class Checkpointer:
         restore_args = jax.tree.map(
             lambda s: ocp.ArrayRestoreArgs(global_shape=s.shape, dtype=s.dtype, sharding=s.sharding), target
         )
-        path = os.path.join(self.directory, str(step), "state")
+        path = str(self._step_dir(step) / "state")
         try:
             restored = ocp.PyTreeCheckpointer().restore(
                 path, args=ocp.args.PyTreeRestore(target, restore_args=restore_args, partial_restore=True)

@@ -4,7 +4,7 @@ T5X's ``train.py`` / ``eval.py`` glue, in three calls the ``onesearch`` commands
 
     setup = prepare_run(train_config, model_config_fn=..., mesh_config=..., rules=...)
     result = train_run(setup, optimizer_config=..., checkpoint_config=...)          # onesearch train
-    metrics = evaluate_checkpoint(setup, checkpoint_config=..., step=None)          # onesearch eval
+    graphdef, params, step = restore_params(setup, checkpoint_config, step=None)     # onesearch eval
 
 ``prepare_run`` does every check that can fail on a bad configuration (tasks exist, the vocabulary
 loads, the mesh fits the devices, batches split over the mesh and the hosts, parameters split over
@@ -39,7 +39,7 @@ from onesearch_jax.train.optimizers import make_optimizer
 from onesearch_jax.train.preemption import PreemptionWatcher
 from onesearch_jax.train.run_config import StageConfig, TrainConfig
 from onesearch_jax.train.state import abstract_init
-from onesearch_jax.train.step import CompiledStep, make_eval_step, make_train_step
+from onesearch_jax.train.step import make_eval_step, make_train_step
 from onesearch_jax.train.trainer import LoopConfig, LoopResult, Stage, train_loop
 from onesearch_jax.vocab import OneSearchVocabulary
 
@@ -231,12 +231,15 @@ def _pad_rows(x: np.ndarray, rows: int) -> np.ndarray:
     return np.concatenate([x, np.zeros((rows - x.shape[0], *x.shape[1:]), x.dtype)])
 
 
-def make_evaluator(setup: RunSetup, eval_step: CompiledStep) -> Callable[[Any], dict[str, float]]:
-    """``params -> {"eval/<task>/loss", "eval/<task>/accuracy", "eval/<task>/examples", ...}``.
+def make_evaluator(setup: RunSetup, graphdef: Any, params_shardings: Any) -> Callable[[Any], dict[str, float]]:
+    """``params -> {"eval/<task>/loss", "eval/<task>/accuracy", "eval/<task>/examples", ...}``:
+    teacher-forced metrics of ``setup.config.eval_tasks``, with a jitted eval step for parameters
+    sharded as ``params_shardings``.
 
     The validation batches are read once and kept (they are small); the metrics are exact
     token-weighted means over the whole split (or ``eval_max_batches``).
     """
+    eval_step = make_eval_step(graphdef, setup.mesh, setup.rules, params_shardings=params_shardings)
     cached = {task: eval_batches(setup, task) for task in setup.config.eval_tasks}
 
     def evaluate(params: Any) -> dict[str, float]:
@@ -300,8 +303,7 @@ def train_run(
     train_step = make_train_step(graphdef, optimizer, setup.mesh, setup.rules, state_shardings=shardings)
     evaluate = None
     if config.eval_tasks:
-        eval_step = make_eval_step(graphdef, setup.mesh, setup.rules, params_shardings=shardings.params)
-        evaluate_params = make_evaluator(setup, eval_step)
+        evaluate_params = make_evaluator(setup, graphdef, shardings.params)
         evaluate = lambda state: evaluate_params(state.params)  # noqa: E731
     primary = jax.process_index() == 0
     writer = MetricsWriter(config.model_dir, enabled=primary, tensorboard=config.tensorboard,
@@ -354,13 +356,3 @@ def restore_params(
         return graphdef, params, step
     finally:
         checkpointer.close()
-
-
-def evaluate_checkpoint(
-    setup: RunSetup, checkpoint_config: CheckpointConfig, step: int | None = None
-) -> tuple[int, dict[str, float]]:
-    """(step, teacher-forced validation metrics of ``setup.config.eval_tasks``) of one checkpoint."""
-    graphdef, params, step = restore_params(setup, checkpoint_config, step)
-    shardings = jax.tree.map(lambda x: x.sharding, params)
-    eval_step = make_eval_step(graphdef, setup.mesh, setup.rules, params_shardings=shardings)
-    return step, make_evaluator(setup, eval_step)(params)

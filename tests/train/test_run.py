@@ -23,7 +23,7 @@ from onesearch_jax.models.mesh_config import MeshConfig, standard_logical_axis_r
 from onesearch_jax.train.checkpoints import CheckpointConfig, Checkpointer
 from onesearch_jax.train.metrics_writer import read_metrics
 from onesearch_jax.train.optimizer_config import OptimizerConfig
-from onesearch_jax.train.run import evaluate_checkpoint, padded_vocab_size, prepare_run, restore_params, train_run
+from onesearch_jax.train.run import make_evaluator, padded_vocab_size, prepare_run, restore_params, train_run
 from onesearch_jax.train.run_config import StageConfig, TrainConfig
 
 LENGTHS = {"inputs": 96, "targets": 64}
@@ -83,8 +83,9 @@ def test_trains_every_stage_then_resumes_from_the_latest_checkpoint(trained):
 
 def test_evaluating_a_checkpoint_reproduces_the_training_time_evaluation(trained):
     setup, model_dir, _, second = trained
-    step, metrics = evaluate_checkpoint(setup, checkpoints(model_dir))
+    graphdef, params, step = restore_params(setup, checkpoints(model_dir))
     assert step == 7
+    metrics = make_evaluator(setup, graphdef, jax.tree.map(lambda x: x.sharding, params))(params)
     for name, value in second.eval_metrics.items():
         assert metrics[name] == pytest.approx(value, rel=1e-6), name
 
