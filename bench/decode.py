@@ -36,7 +36,9 @@ call; ``--hf_queries`` gives HF only the first N queries (one N or one per beam 
 shortens the run but flatters ours: HF's per-query rate falls with its batch (at beam 128 on 2
 cores, about half as many queries/s with 16 queries per call as with 64). Rates are queries/s. The
 timed rounds interleave ours and HF (slow drifts of a shared machine hit both), medians are
-reported, with the share of the machine's CPU that other processes took meanwhile (a warning above
+reported; each sample repeats back-to-back calls for at least ``--sample_seconds`` (1 s: one HF
+call, 10 of ours at beam 20) and counts seconds per call, i.e. sustained throughput (see
+``run_rounds``), with the share of the machine's CPU that other processes took meanwhile (a warning above
 10%: on 2 cores a busy neighbour oversubscribes both thread pools and the ratios mean little).
 Ours runs with the XLA flags the ``onesearch`` command sets (``onesearch_jax/xla_flags.py``;
 ``--noxla_defaults`` leaves them out).
@@ -48,7 +50,7 @@ noise), and for each query where the top-1 differs, the four scores, which tell 
 from a difference between the searches.
 
     python bench/decode.py [--beams 20,128] [--num_queries 64] [--hf_queries 64]
-        [--input_length 64] [--repeats 5] [--hf_repeats 2] [--dtype float32|bfloat16]
+        [--input_length 64] [--repeats 5] [--hf_repeats 2] [--sample_seconds 1] [--dtype float32|bfloat16]
         [--codebook DIR] [--json_out OUT.json] [--noxla_defaults]
 """
 
@@ -199,17 +201,31 @@ def build_models(dtype: str, seed: int = 0) -> tuple[Any, Any]:
 # --- timing -----------------------------------------------------------------------------------
 
 
-def run_rounds(runners: dict[str, tuple[Callable[[], Any], int]]) -> tuple[dict[str, list[float]], float | None]:
-    """Times ``fn`` ``repeats`` times per runner, interleaved (round r runs every runner with r < its repeats)."""
+def run_rounds(
+    runners: dict[str, tuple[Callable[[], Any], int]], sample_seconds: float
+) -> tuple[dict[str, list[float]], dict[str, list[int]], float | None]:
+    """Takes ``repeats`` timed samples per runner, interleaved (round r samples every runner with
+    r < its repeats). A sample calls ``fn`` back to back until ``sample_seconds`` have passed (at
+    least once) and records the seconds per call: sustained throughput, which a single short call
+    right after the other library's run understates (our thread pool wakes from idle: 109 ms per
+    call back to back, 128-131 ms after 0.5 s of sleep or of PyTorch work, beam 20 on this machine).
+
+    Returns:
+        (seconds per call of each sample, calls in each sample, other processes' CPU share).
+    """
     seconds: dict[str, list[float]] = {name: [] for name in runners}
+    calls: dict[str, list[int]] = {name: [] for name in runners}
     before, start_all = cpu_ticks(), time.perf_counter()
     for round_ in range(max(repeats for _, repeats in runners.values())):
         for name, (fn, repeats) in runners.items():
             if round_ < repeats:
-                start = time.perf_counter()
-                fn()
-                seconds[name].append(time.perf_counter() - start)
-    return seconds, background_share(before, cpu_ticks(), time.perf_counter() - start_all)
+                count, start = 0, time.perf_counter()
+                while count == 0 or time.perf_counter() - start < sample_seconds:
+                    fn()
+                    count += 1
+                seconds[name].append((time.perf_counter() - start) / count)
+                calls[name].append(count)
+    return seconds, calls, background_share(before, cpu_ticks(), time.perf_counter() - start_all)
 
 
 # --- one beam width -----------------------------------------------------------------------------
@@ -285,7 +301,8 @@ def bench_beam(
         held["sequences"] = [generate(ids, mask) for ids, mask in batches]
 
     generate(hf_inputs[:2], (hf_inputs[:2] != 0).long())  # warm-up (allocators, lazy initialisation)
-    seconds, background = run_rounds({"ours": (run_ours, args.repeats), "hf": (run_hf, args.hf_repeats)})
+    runners = {"ours": (run_ours, args.repeats), "hf": (run_hf, args.hf_repeats)}
+    seconds, calls, background = run_rounds(runners, args.sample_seconds)
 
     # agreement on the HF queries: HF's sequences are [start, SID..., (EOS)], 10 per query
     n = len(hf_inputs)
@@ -320,6 +337,7 @@ def bench_beam(
             "queries": len(queries),
             "first_call_s": first_call_s,
             "seconds": seconds["ours"],
+            "calls_per_sample": calls["ours"],
             "median_s": ours_median,
             "queries_per_s": ours_qps,
         },
@@ -327,6 +345,7 @@ def bench_beam(
             "queries": n,
             "batch_size": batch_size,
             "seconds": seconds["hf"],
+            "calls_per_sample": calls["hf"],
             "median_s": hf_median,
             "queries_per_s": hf_qps,
         },
@@ -388,8 +407,14 @@ def main() -> None:
     parser.add_argument("--codebook", default=None, help="a SidCodebook directory to use instead of synthetic SIDs")
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"), help="our activations")
     parser.add_argument("--torch_threads", type=int, default=None, help="PyTorch threads (default: usable cores)")
-    parser.add_argument("--repeats", type=int, default=5, help="timed calls of ours per beam")
-    parser.add_argument("--hf_repeats", type=int, default=2, help="timed passes of HF over its queries per beam")
+    parser.add_argument("--repeats", type=int, default=5, help="timed samples of ours per beam")
+    parser.add_argument("--hf_repeats", type=int, default=2, help="timed samples of HF per beam")
+    parser.add_argument(
+        "--sample_seconds",
+        type=float,
+        default=1.0,
+        help="a sample repeats back-to-back calls for at least this long (one HF call at beam 20 takes ~1.1 s)",
+    )
     parser.add_argument("--no_score_eos", dest="score_eos", action="store_false", help="no EOS step on either side")
     parser.add_argument("--json_out", default=None, help="write every number to this file")
     parser.add_argument(
@@ -407,6 +432,8 @@ def main() -> None:
         parser.error(f"--hf_queries gives {len(hf_queries)} counts for {len(beams)} beam widths")
     if min(beams) < TOP_K or min(hf_queries) < 1 or args.repeats < 1 or args.hf_repeats < 1:
         parser.error(f"beams must be >= top-k {TOP_K}; --hf_queries, --repeats and --hf_repeats >= 1")
+    if args.sample_seconds < 0:
+        parser.error("--sample_seconds must be >= 0")
     if args.xla_defaults:
         from onesearch_jax.xla_flags import apply_xla_defaults
 
@@ -439,7 +466,8 @@ def main() -> None:
         f"queries: {args.num_queries} (HF: the first {'/'.join(map(str, hf_queries))} at beam "
         f"{'/'.join(map(str, beams))}, batches of {args.hf_batch_size or 'all'}) x "
         f"{args.input_length} input ids ({np.mean(queries != 0):.0%} real); top-{TOP_K}, "
-        f"{'SID + EOS' if args.score_eos else 'SID only'} scored; timed: ours {args.repeats}x, HF {args.hf_repeats}x"
+        f"{'SID + EOS' if args.score_eos else 'SID only'} scored; timed: ours {args.repeats}x, HF {args.hf_repeats}x, "
+        f"samples of >= {args.sample_seconds:g} s"
     )
 
     rows = []
@@ -448,8 +476,10 @@ def main() -> None:
         rows.append(row)
         print(
             f"  beam {beam}: ours first call {row['ours']['first_call_s']:.1f} s, median "
-            f"{row['ours']['median_s']:.3f} s / {row['ours']['queries']} q; HF median {row['hf']['median_s']:.2f} s "
-            f"/ {row['hf']['queries']} q"
+            f"{row['ours']['median_s']:.3f} s / {row['ours']['queries']} q "
+            f"({row['ours']['calls_per_sample']} calls per sample); "
+            f"HF median {row['hf']['median_s']:.2f} s / {row['hf']['queries']} q "
+            f"({row['hf']['calls_per_sample']} calls per sample)"
         )
 
     print(f"\n{'beam':>5s} {'ours q/s':>10s} {'HF q/s':>9s} {'ratio':>8s} {'top-1 agree':>12s} {'top-10 overlap':>15s}")

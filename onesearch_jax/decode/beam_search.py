@@ -1,9 +1,10 @@
 """Beam search over SIDs, constrained by the SID trie (or not), in one jitted program.
 
 For each query the encoder runs once and the decoder's cross-attention keys and values are
-computed once, then shared by every beam (``EncoderDecoder.cross_key_values``); each step runs
-the decoder on one new position per beam over a self-attention cache of the earlier ones
-(``EncoderDecoder.decode_step``), reordered with the beams. At SID step
+computed once, then shared by every beam (``EncoderDecoder.cross_key_values``, a program of its
+own); each step runs the decoder on one new position per beam over a self-attention cache of the
+earlier ones (``EncoderDecoder.decode_step``), which follows the beams through row maps rather than
+copies (``reorder_cache``). At SID step
 ``t = 0 .. L-1`` every beam ``w`` with score ``s_w`` (the sum of its tokens' log-probabilities)
 proposes its trie children ``c``; candidates are scored
 
@@ -33,7 +34,7 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from onesearch_jax.decode.device_trie import DeviceTrie
-from onesearch_jax.decode.on_mesh import jit_on_mesh
+from onesearch_jax.decode.on_mesh import jit_on_mesh, make_encoder
 from onesearch_jax.models import partitioning
 from onesearch_jax.models.encoder_decoder import DecodeCache, reorder_cache
 
@@ -75,6 +76,7 @@ def beam_search(
     sid_length: int | None = None,
     eos_id: int = 1,
     score_eos: bool = True,
+    cross_key_values: Any = None,
 ) -> BeamResult:
     """Beam search of ``sid_length`` tokens per query (see the module docstring).
 
@@ -87,6 +89,9 @@ def beam_search(
         sid_length: tokens per sequence; defaults to the trie's SID length (required without a trie).
         eos_id: the end-of-sequence token scored after the last SID token when ``score_eos``.
         score_eos: add ``log p(EOS)`` after the SID to each final score.
+        cross_key_values: ``model.cross_key_values(model.encode(encoder_input_tokens))`` when
+            computed already (:func:`make_beam_search` runs the encoder as a program of its own);
+            None computes it here.
     """
     check_beam_arguments(beam_size=beam_size, top_k=top_k)
     if trie is None and sid_length is None:
@@ -95,7 +100,9 @@ def beam_search(
     if trie is not None and sid_length not in (None, trie.sid_length):
         raise ValueError(f"sid_length {sid_length} differs from the trie's SID length {trie.sid_length}")
     batch, width = encoder_input_tokens.shape[0], beam_size
-    cross = model.cross_key_values(model.encode(encoder_input_tokens, deterministic=True))
+    cross = cross_key_values
+    if cross is None:
+        cross = model.cross_key_values(model.encode(encoder_input_tokens, deterministic=True))
 
     def step(inputs: jax.Array, t: int, cache: DecodeCache | None) -> tuple[jax.Array, jax.Array, DecodeCache]:
         """(logits ``[B, rows, V]``, log of the softmax normaliser ``[B, rows, 1]``, cache)."""
@@ -131,7 +138,8 @@ def beam_search(
         chosen = jnp.take_along_axis(candidate_tokens.reshape(batch, -1), flat, axis=1)
         nodes = jnp.take_along_axis(child_nodes.reshape(batch, -1), flat, axis=1)
         tokens = jnp.take_along_axis(tokens, parent[..., None], axis=1).at[:, :, t + 1].set(chosen)
-        cache = reorder_cache(cache, (parent + live * jnp.arange(batch)[:, None]).reshape(-1))
+        if score_eos or t + 1 < length:  # the cache is read again
+            cache = reorder_cache(cache, (parent + live * jnp.arange(batch)[:, None]).reshape(-1))
     if score_eos:
         logits, normaliser, _ = step(tokens[:, :, length], length, cache)
         scores = scores + logits[..., eos_id] - normaliser[..., 0]
@@ -162,13 +170,14 @@ def make_beam_search(
     eos_id: int = 1,
     score_eos: bool = True,
 ):
-    """``search(params, encoder_input_tokens, trie) -> BeamResult``, jitted, queries sharded over
-    the batch axes (the trie replicated; pass ``trie=None`` when not ``constrained``)."""
+    """``search(params, encoder_input_tokens, trie) -> BeamResult``: the encoder program
+    (:func:`~onesearch_jax.decode.on_mesh.make_encoder`) then the search, each jitted, queries
+    sharded over the batch axes (the trie replicated; pass ``trie=None`` when not ``constrained``)."""
     check_beam_arguments(beam_size=beam_size, top_k=top_k)
     batch = partitioning.batch_sharding(mesh, rules)
     replicated = partitioning.replicated_sharding(mesh)
 
-    def search(params: Any, encoder_input_tokens: jax.Array, trie: DeviceTrie | None) -> BeamResult:
+    def search(params: Any, encoder_input_tokens: jax.Array, cross: Any, trie: DeviceTrie | None) -> BeamResult:
         return beam_search(
             nnx.merge(graphdef, params),
             encoder_input_tokens,
@@ -178,13 +187,17 @@ def make_beam_search(
             sid_length=sid_length,
             eos_id=eos_id,
             score_eos=score_eos,
+            cross_key_values=cross,
         )
 
-    jitted = jit_on_mesh(search, mesh, rules, in_shardings=(params_shardings, batch, replicated), out_shardings=batch)
+    encode = make_encoder(graphdef, params_shardings, mesh, rules)
+    jitted = jit_on_mesh(search, mesh, rules, in_shardings=(params_shardings, batch, batch, replicated),
+                         out_shardings=batch)  # fmt: skip
 
     def run(params: Any, encoder_input_tokens: jax.Array, trie: DeviceTrie | None) -> BeamResult:
         if constrained and trie is None:
             raise ValueError("constrained beam search needs the trie")
-        return jitted(params, encoder_input_tokens, trie if constrained else None)
+        cross = encode(params, encoder_input_tokens)
+        return jitted(params, encoder_input_tokens, cross, trie if constrained else None)
 
     return run

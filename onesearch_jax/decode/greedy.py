@@ -15,12 +15,14 @@ import jax.numpy as jnp
 from flax import nnx
 from jax.sharding import Mesh
 
-from onesearch_jax.decode.on_mesh import jit_on_mesh
+from onesearch_jax.decode.on_mesh import jit_on_mesh, make_encoder
 from onesearch_jax.models import partitioning
 from onesearch_jax.models.configs import PAD_ID
 
 
-def greedy_decode(model: Any, encoder_input_tokens: jax.Array, *, max_length: int, eos_id: int = 1):
+def greedy_decode(
+    model: Any, encoder_input_tokens: jax.Array, *, max_length: int, eos_id: int = 1, cross_key_values: Any = None
+):
     """(tokens ``[B, max_length]``, per-token log-probabilities ``[B, max_length]``) by greedy search.
 
     Args:
@@ -28,9 +30,14 @@ def greedy_decode(model: Any, encoder_input_tokens: jax.Array, *, max_length: in
         encoder_input_tokens: ``[B, S]`` int ids, 0 = padding.
         max_length: decoder steps (the target feature length, EOS included).
         eos_id: the end-of-sequence id; positions after it are padding with log-probability 0.
+        cross_key_values: ``model.cross_key_values(model.encode(encoder_input_tokens))`` when
+            computed already (:func:`make_greedy_decoder` runs the encoder as a program of its
+            own); None computes it here.
     """
     batch = encoder_input_tokens.shape[0]
-    cross = model.cross_key_values(model.encode(encoder_input_tokens, deterministic=True))
+    cross = cross_key_values
+    if cross is None:
+        cross = model.cross_key_values(model.encode(encoder_input_tokens, deterministic=True))
     inputs = jnp.zeros((batch,), jnp.int32)  # the start token
     done = jnp.zeros((batch,), bool)
     cache, tokens, logprobs = None, [], []
@@ -47,10 +54,20 @@ def greedy_decode(model: Any, encoder_input_tokens: jax.Array, *, max_length: in
 
 
 def make_greedy_decoder(graphdef: nnx.GraphDef, params_shardings: Any, mesh: Mesh, rules: Any, *, max_length: int):
-    """``decode(params, encoder_input_tokens) -> (tokens, logprobs)``, jitted with batch-sharded I/O."""
+    """``decode(params, encoder_input_tokens) -> (tokens, logprobs)``: the encoder program
+    (:func:`~onesearch_jax.decode.on_mesh.make_encoder`) then the greedy loop, each jitted with
+    batch-sharded I/O."""
     batch = partitioning.batch_sharding(mesh, rules)
 
-    def decode(params: Any, encoder_input_tokens: jax.Array):
-        return greedy_decode(nnx.merge(graphdef, params), encoder_input_tokens, max_length=max_length)
+    def decode(params: Any, encoder_input_tokens: jax.Array, cross: Any):
+        model = nnx.merge(graphdef, params)
+        return greedy_decode(model, encoder_input_tokens, max_length=max_length, cross_key_values=cross)
 
-    return jit_on_mesh(decode, mesh, rules, in_shardings=(params_shardings, batch), out_shardings=(batch, batch))
+    encode = make_encoder(graphdef, params_shardings, mesh, rules)
+    in_shardings = (params_shardings, batch, batch)
+    jitted = jit_on_mesh(decode, mesh, rules, in_shardings=in_shardings, out_shardings=(batch, batch))
+
+    def run(params: Any, encoder_input_tokens: jax.Array):
+        return jitted(params, encoder_input_tokens, encode(params, encoder_input_tokens))
+
+    return run

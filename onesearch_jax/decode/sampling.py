@@ -34,7 +34,7 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from onesearch_jax.decode.device_trie import DeviceTrie
-from onesearch_jax.decode.on_mesh import jit_on_mesh
+from onesearch_jax.decode.on_mesh import jit_on_mesh, make_encoder
 from onesearch_jax.models import partitioning
 
 NEG_INF = -jnp.inf
@@ -110,11 +110,20 @@ def sample_sids(
     trie: DeviceTrie,
     key: jax.Array,
     config: SamplingConfig,
+    *,
+    cross_key_values: Any = None,
 ) -> SampleResult:
-    """``config.num_samples`` SIDs per query drawn under the trie (see the module docstring)."""
+    """``config.num_samples`` SIDs per query drawn under the trie (see the module docstring).
+
+    ``cross_key_values``: ``model.cross_key_values(model.encode(encoder_input_tokens))`` when
+    computed already (:func:`make_sampler` runs the encoder as a program of its own); None
+    computes it here.
+    """
     batch, samples, length = encoder_input_tokens.shape[0], config.num_samples, trie.sid_length
     rows = batch * samples
-    cross = model.cross_key_values(model.encode(encoder_input_tokens, deterministic=True))
+    cross = cross_key_values
+    if cross is None:
+        cross = model.cross_key_values(model.encode(encoder_input_tokens, deterministic=True))
     tokens = jnp.zeros((rows, length + 1), jnp.int32)
     nodes = jnp.zeros((rows,), jnp.int32)
     logprobs, sample_logprobs = [], []
@@ -142,13 +151,21 @@ def sample_sids(
 
 
 def make_sampler(graphdef: nnx.GraphDef, params_shardings: Any, mesh: Mesh, rules: Any, *, config: SamplingConfig):
-    """``sample(params, encoder_input_tokens, trie, key) -> SampleResult``, jitted, queries sharded
-    over the batch axes (trie and key replicated)."""
+    """``sample(params, encoder_input_tokens, trie, key) -> SampleResult``: the encoder program
+    (:func:`~onesearch_jax.decode.on_mesh.make_encoder`) then the sampling loop, each jitted,
+    queries sharded over the batch axes (trie and key replicated)."""
     batch = partitioning.batch_sharding(mesh, rules)
     replicated = partitioning.replicated_sharding(mesh)
 
-    def sample(params: Any, encoder_input_tokens: jax.Array, trie: DeviceTrie, key: jax.Array) -> SampleResult:
-        return sample_sids(nnx.merge(graphdef, params), encoder_input_tokens, trie, key, config)
+    def sample(params: Any, encoder_input_tokens: jax.Array, cross: Any, trie: DeviceTrie, key: jax.Array):
+        model = nnx.merge(graphdef, params)
+        return sample_sids(model, encoder_input_tokens, trie, key, config, cross_key_values=cross)
 
-    in_shardings = (params_shardings, batch, replicated, replicated)
-    return jit_on_mesh(sample, mesh, rules, in_shardings=in_shardings, out_shardings=batch)
+    encode = make_encoder(graphdef, params_shardings, mesh, rules)
+    in_shardings = (params_shardings, batch, batch, replicated, replicated)
+    jitted = jit_on_mesh(sample, mesh, rules, in_shardings=in_shardings, out_shardings=batch)
+
+    def run(params: Any, encoder_input_tokens: jax.Array, trie: DeviceTrie, key: jax.Array) -> SampleResult:
+        return jitted(params, encoder_input_tokens, encode(params, encoder_input_tokens), trie, key)
+
+    return run

@@ -15,6 +15,7 @@ Positions that are padding still get outputs (computed over the real keys); loss
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import jax
@@ -38,13 +39,44 @@ from onesearch_jax.models.layers import (
 )
 
 DropoutRngs = nnx.Rngs | jax.Array | None
-# Per decoder layer, the self-attention (key, value) ``[N, heads, t, kv]`` of decoded positions 0..t-1.
-DecodeCache = tuple[tuple[jax.Array, jax.Array], ...]
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class DecodeCache:
+    """The decoder's self-attention keys and values of the positions decoded so far, reordered lazily.
+
+    Position s's keys and values stay in the row order they were computed in; ``ancestors[s]``
+    ``[N]`` gives, for each current row, its row at position s. A beam search that reorders its
+    beams composes these maps (:func:`reorder_cache`, a gather of ``N`` integers per position)
+    instead of copying every cached key and value, and each step gathers the keys it attends to
+    inside the attention's own fused loops (:meth:`MultiHeadAttention.attend_rows`).
+
+    Attributes:
+        keys: per decoder layer, per position, ``[N_s, heads, kv]``.
+        values: likewise.
+        ancestors: per position, int32 ``[N]``.
+    """
+
+    keys: tuple[tuple[jax.Array, ...], ...]
+    values: tuple[tuple[jax.Array, ...], ...]
+    ancestors: tuple[jax.Array, ...]
+
+    @property
+    def length(self) -> int:
+        """The number of positions cached."""
+        return len(self.ancestors)
+
+    @property
+    def rows(self) -> int:
+        """The number of current rows."""
+        return int(self.ancestors[0].shape[0])
 
 
 def reorder_cache(cache: DecodeCache, rows: jax.Array) -> DecodeCache:
-    """The cache with its rows gathered by ``rows [N]`` (beam search keeping each beam's parent)."""
-    return jax.tree.map(lambda x: jnp.take(x, rows, axis=0), cache)
+    """The cache with its rows taken from ``rows [N']`` (beam search keeping each beam's parent;
+    ``N'`` may differ from ``N``, e.g. one row per query expanded to its beams)."""
+    return dataclasses.replace(cache, ancestors=tuple(jnp.take(a, rows, axis=0, mode="clip") for a in cache.ancestors))
 
 
 def activation_dtype(config: T5Config) -> jnp.dtype:
@@ -161,25 +193,25 @@ class DecoderLayer(nnx.Module):
         self,
         x: jax.Array,
         cross_key_value: tuple[jax.Array, jax.Array],
-        cache: tuple[jax.Array, jax.Array] | None,
+        cached: tuple[tuple[jax.Array, ...], tuple[jax.Array, ...]],
+        ancestors: Sequence[jax.Array],
         *,
-        position_bias: jax.Array,
+        self_bias: jax.Array,
         cross_mask: jax.Array,
-    ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
-        """One decoding position ``x [N, 1, embed]`` over the cached keys and values of the earlier
-        ones (``[N, heads, t, kv]``, None at t = 0); returns the output and the cache with this
-        position appended. Equal to :meth:`__call__` at position t of the whole prefix (no dropout).
+    ) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """One decoding position ``x [N, 1, embed]`` over the earlier positions' keys and values
+        (``cached``: per position ``[N_s, heads, kv]``, row ``ancestors[s]`` for each current row).
+
+        Returns the output and this position's key and value ``[N, heads, kv]``. Equal to
+        :meth:`__call__` at the same position of the whole prefix (no dropout).
         """
-        h = self.pre_self_attention_layer_norm(x)
         attention = self.self_attention
-        key, value = attention.project_key_value(h)
-        if cache is not None:
-            key, value = jnp.concatenate([cache[0], key], axis=2), jnp.concatenate([cache[1], value], axis=2)
-        h = attention.attend(
-            attention.project_query(h), key, value, position_bias=position_bias, mask=None, deterministic=True
-        )
-        x = self._cross_attention_and_mlp(x + h, cross_key_value, cross_mask, deterministic=True, rngs=None)
-        return x, (key, value)
+        query, key, value = attention.project_rows(self.pre_self_attention_layer_norm(x)[:, 0])
+        keys = [jnp.take(k, a, axis=0, mode="clip") for k, a in zip(cached[0], ancestors, strict=True)] + [key]
+        values = [jnp.take(v, a, axis=0, mode="clip") for v, a in zip(cached[1], ancestors, strict=True)] + [value]
+        h = attention.attend_rows(query, keys, values, bias=self_bias)
+        x = self._cross_attention_and_mlp(x + h[:, None], cross_key_value, cross_mask, deterministic=True, rngs=None)
+        return x, key, value
 
     def _cross_attention_and_mlp(
         self,
@@ -273,18 +305,25 @@ class Decoder(nnx.Module):
         cross_key_values: Sequence[tuple[jax.Array, jax.Array]],
         cache: DecodeCache | None,
         *,
-        position: int,
         cross_mask: jax.Array,
     ) -> tuple[jax.Array, DecodeCache]:
-        """Hidden state ``[N, 1, embed]`` of decoder position ``position`` (embeddings ``[N, 1, embed]``)
-        given every layer's self-attention keys and values of positions ``0 .. position - 1``."""
-        position_bias = self.relpos_bias(1, position + 1, query_offset=position)
-        x, new_cache = embeddings, []
+        """Hidden state ``[N, 1, embed]`` of the next decoder position (embeddings ``[N, 1, embed]``)
+        given the cache of the earlier ones (None before the first); returns the cache with it added."""
+        rows, position = embeddings.shape[0], 0 if cache is None else cache.length
+        ancestors = () if cache is None else cache.ancestors
+        self_bias = self.relpos_bias(1, position + 1, query_offset=position)[0, :, 0]  # [heads, position + 1]
+        x, keys, values = embeddings, [], []
         for i, (layer, cross_key_value) in enumerate(zip(self.layers, cross_key_values, strict=True)):
-            x, layer_cache = layer.step(x, cross_key_value, None if cache is None else cache[i],
-                                        position_bias=position_bias, cross_mask=cross_mask)  # fmt: skip
-            new_cache.append(layer_cache)
-        return self.decoder_norm(x), tuple(new_cache)
+            cached = ((), ()) if cache is None else (cache.keys[i], cache.values[i])
+            x, key, value = layer.step(
+                x, cross_key_value, cached, ancestors, self_bias=self_bias, cross_mask=cross_mask
+            )
+            keys.append((*cached[0], key))
+            values.append((*cached[1], value))
+        new_cache = DecodeCache(
+            keys=tuple(keys), values=tuple(values), ancestors=(*ancestors, jnp.arange(rows, dtype=jnp.int32))
+        )
+        return self.decoder_norm(x), new_cache
 
 
 class EncoderDecoder(nnx.Module):
@@ -405,15 +444,24 @@ class EncoderDecoder(nnx.Module):
         ``0 .. position - 1`` as returned by the previous step (None at position 0). Rows are
         ``N = B * R``, R per query, row ``b * R + r`` belonging to query b of
         ``encoder_input_tokens [B, S]`` and ``cross_key_values`` (:meth:`cross_key_values`). A
-        beam search that reorders its rows reorders the cache's rows the same way
-        (:func:`reorder_cache`). Equal to the logits of :meth:`decode` at ``position`` over the
-        whole prefix (``tests/models/test_encoder_decoder.py``).
+        beam search that reorders its rows reorders the cache the same way (:func:`reorder_cache`).
+        Equal to the logits of :meth:`decode` at ``position`` over the whole prefix
+        (``tests/models/test_encoder_decoder.py``).
+
+        Raises:
+            ValueError: the cache holds another number of positions or rows.
         """
+        cached = 0 if cache is None else cache.length
+        if cached != position:
+            raise ValueError(f"decoding position {position} needs the cache of {position} positions, got {cached}")
+        if cache is not None and decoder_input_tokens.shape != (cache.rows,):
+            raise ValueError(
+                f"decoder_input_tokens has shape {decoder_input_tokens.shape}, the cache {cache.rows} rows"
+            )
         hidden, cache = self.decoder.step(
             self.token_embedder(decoder_input_tokens[:, None]),
             cross_key_values,
             cache,
-            position=position,
             cross_mask=padding_mask(encoder_input_tokens),
         )
         return self.logits(hidden[:, 0]), cache

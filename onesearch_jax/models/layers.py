@@ -19,6 +19,7 @@ Conventions shared by every module here:
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 
@@ -324,6 +325,47 @@ class MultiHeadAttention(nnx.Module):
         weights = self.dropout(weights, deterministic=deterministic, rngs=rngs)
         heads = jnp.einsum("bhqk,bhkd->bhqd", weights, value.astype(self.dtype))
         return jnp.einsum("bhqd,hdm->bqm", heads, self.out[...].astype(self.dtype))
+
+    def project_rows(self, x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """Query, key and value ``[N, heads, kv]`` of one position per row, ``x [N, embed]``.
+
+        Plain 2-D products ``[N, embed] @ [embed, heads * kv]``: the decoding step's layout, with
+        no transposes around the products.
+        """
+        x = x.astype(self.dtype)
+
+        def project(kernel: nnx.Param) -> jax.Array:
+            w = kernel[...].astype(self.dtype)
+            return (x @ w.reshape(w.shape[0], -1)).reshape(x.shape[0], *w.shape[1:])
+
+        return project(self.query), project(self.key), project(self.value)
+
+    def attend_rows(
+        self, query: jax.Array, keys: Sequence[jax.Array], values: Sequence[jax.Array], *, bias: jax.Array
+    ) -> jax.Array:
+        """One query per row over a few earlier positions: ``[N, embed]``.
+
+        The same softmax attention as :meth:`attend` for a single query position, written as
+        elementwise products and sums over the positions instead of batched matrix products
+        (``[1, kv] @ [kv, t]`` per row and head is far below what a matrix kernel is for), so that
+        XLA fuses them with the gathers that bring each beam's cached keys into its row order.
+
+        Args:
+            query: ``[N, heads, kv]``.
+            keys: per position s, ``[N, heads, kv]``.
+            values: per position s, ``[N, heads, kv]``.
+            bias: float32 ``[heads, len(keys)]`` added to the logits (position bias and masks).
+        """
+        q = query.astype(jnp.float32)
+        # Per position [N, heads]; the softmax over the few positions is elementwise across them.
+        logits = [jnp.sum(q * k.astype(jnp.float32), axis=-1) + bias[:, s] for s, k in enumerate(keys)]
+        peak = functools.reduce(jnp.maximum, logits)
+        exps = [jnp.exp(logit - peak) for logit in logits]
+        total = sum(exps)
+        heads = sum(e[..., None] * v.astype(jnp.float32) for e, v in zip(exps, values, strict=True))
+        heads = heads / total[..., None]
+        out = self.out[...].astype(self.dtype)
+        return heads.astype(self.dtype).reshape(heads.shape[0], -1) @ out.reshape(-1, out.shape[-1])
 
     def __call__(
         self,

@@ -102,6 +102,22 @@ def test_incremental_decode_step_equals_decoding_the_whole_prefix(model):
     assert not np.allclose(np.asarray(full_before[:, 2:]), np.asarray(full_after[:, 2:]), atol=1e-3)
 
 
+def test_decode_step_checks_its_cache(model):
+    cross = model.cross_key_values(model.encode(ENC))
+    tokens = jnp.zeros((4,), jnp.int32)
+    _, cache = model.decode_step(cross, ENC, tokens, 0, None)
+    assert cache.length == 1 and cache.rows == 4
+    assert all(k.shape == (4, CONFIG.num_heads, CONFIG.d_kv) for layer in cache.keys for k in layer)
+    with pytest.raises(ValueError, match="position 2 needs the cache of 2 positions, got 1"):
+        model.decode_step(cross, ENC, tokens, 2, cache)
+    with pytest.raises(ValueError, match=r"shape \(3,\), the cache 4 rows"):
+        model.decode_step(cross, ENC, tokens[:3], 1, cache)
+    # reordering composes the row maps and copies no key or value
+    reordered = reorder_cache(cache, jnp.array([3, 3, 0, 1, 2, 2]))
+    assert reordered.rows == 6 and reordered.keys is cache.keys
+    np.testing.assert_array_equal(np.asarray(reordered.ancestors[0]), [3, 3, 0, 1, 2, 2])
+
+
 def test_padding_more_pad_columns_do_not_change_logits(model):
     before = np.asarray(forward(model, ENC, DEC))
     padded = jnp.pad(ENC, ((0, 0), (0, 5)))
