@@ -76,10 +76,10 @@ def verify_checksums(step_dir: str | os.PathLike[str]) -> str | None:
     return None
 
 
-def quarantine(step_dir: str | os.PathLike[str]) -> Path:
-    """Renames a bad step directory to ``<step>.corrupt-<unix time>`` (kept for inspection, no
+def quarantine(step_dir: str | os.PathLike[str], reason: str = "corrupt") -> Path:
+    """Renames a bad step directory to ``<step>.<reason>-<unix time>`` (kept for inspection, no
     longer a step orbax lists) and returns the new path."""
     step_dir = Path(step_dir)
-    target = step_dir.with_name(f"{step_dir.name}.corrupt-{int(time.time())}")
+    target = step_dir.with_name(f"{step_dir.name}.{reason}-{int(time.time())}")
     step_dir.rename(target)
     return target

@@ -22,6 +22,14 @@ a step whose files no longer match (truncated, overwritten) is reported, renamed
 ``<step>.corrupt-<time>`` (read-only jobs just skip it) and the previous intact step is used. A
 step asked for by number that does not verify is an error naming the file.
 
+Disk space: :meth:`Checkpointer.check_free_space` refuses to start a run whose file system cannot
+hold the checkpoints it keeps (sized by :func:`checkpoint_bytes` from the abstract state). A save
+that fails (a full disk: tensorstore's ``RESOURCE_EXHAUSTED``, or an ``OSError``) raises
+:class:`CheckpointWriteError` naming the step and the directory; orbax writes a step under
+``<step>.orbax-checkpoint-tmp`` and renames it only once every item is written, so a step that
+failed there is never listed, and one whose ``checksums.json`` could not be written is moved to
+``<step>.incomplete-<time>``: neither is ever restored.
+
 The typed PRNG key is stored as its raw ``key_data`` (orbax serialises plain arrays) and re-wrapped
 on restore with the implementation recorded in ``meta``.
 
@@ -32,9 +40,11 @@ on restore with the implementation recorded in ``meta``.
 
 from __future__ import annotations
 
+import math
 import os
+import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
@@ -48,10 +58,33 @@ from onesearch_jax.train import checkpoint_integrity as integrity
 from onesearch_jax.train.checkpoint_config import CheckpointConfig
 from onesearch_jax.train.state import TrainState
 
-__all__ = ["CheckpointConfig", "Checkpointer", "abstract_train_state", "check_writable"]
+__all__ = [
+    "CheckpointConfig",
+    "CheckpointWriteError",
+    "Checkpointer",
+    "abstract_train_state",
+    "check_writable",
+    "checkpoint_bytes",
+]
 
 FORMAT_VERSION = 1
 _ITEMS = ("state", "data", "meta")
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint cannot be written: too little free space for the run, or a save that failed."""
+
+
+def checkpoint_bytes(state: TrainState) -> int:
+    """An upper estimate of one checkpoint of ``state`` (concrete or abstract) on disk, in bytes.
+
+    The parameters and optimizer state at their dtypes' sizes plus 10% (orbax compresses them with
+    zstd; trained float32 values barely shrink), and 2 KiB per array for orbax's metadata (measured:
+    0.9 to 1.1 KiB per array).
+    """
+    leaves = jax.tree.leaves((state.params, state.opt_state))
+    raw = sum(math.prod(x.shape) * x.dtype.itemsize for x in leaves)
+    return int(raw * 1.1) + 2048 * len(leaves)
 
 
 def check_writable(directory: str | os.PathLike[str]) -> None:
@@ -176,6 +209,7 @@ class Checkpointer:
 
         Raises:
             ValueError: ``metrics`` lack ``best_metric`` while ``keep_best > 0``.
+            CheckpointWriteError: writing this step (or an earlier async one) failed.
         """
         step = int(step)
         if metrics is not None:
@@ -197,7 +231,12 @@ class Checkpointer:
             data=ocp.args.JsonSave(dict(data_state)),
             meta=ocp.args.JsonSave(meta),
         )
-        started = self._manager.save(step, args=args, metrics=metrics if self.config.keep_best else None, force=True)
+        try:
+            started = self._manager.save(
+                step, args=args, metrics=metrics if self.config.keep_best else None, force=True
+            )
+        except (OSError, ValueError) as error:  # a full disk: tensorstore raises ValueError(RESOURCE_EXHAUSTED)
+            raise self._save_failed([*self._unsummed, step], error) from error
         if started:
             self._unsummed.append(step)
             if not self.config.async_save:
@@ -206,22 +245,84 @@ class Checkpointer:
 
     def wait(self) -> None:
         """Blocks until pending async saves are written (and old checkpoints pruned), then writes
-        their checksums."""
-        self._manager.wait_until_finished()
+        their checksums.
+
+        Raises:
+            CheckpointWriteError: a pending save failed.
+        """
+        try:
+            self._manager.wait_until_finished()
+        except (OSError, ValueError) as error:
+            raise self._save_failed(list(self._unsummed), error) from error
         self._write_checksums()
+
+    def check_free_space(self, checkpoint_size: int, *, disk_usage: Callable[[str], Any] | None = None) -> None:
+        """Refuses a run whose file system cannot hold the checkpoints it keeps.
+
+        The run keeps ``keep_last + keep_best`` checkpoints and writes the next one before the
+        oldest is deleted; the steps already in the directory hold their space already. Remote
+        directories are not checked.
+
+        Args:
+            checkpoint_size: bytes of one checkpoint (:func:`checkpoint_bytes` of the abstract state).
+            disk_usage: ``shutil.disk_usage`` (the default) or a stand-in returning ``.free`` bytes.
+
+        Raises:
+            CheckpointWriteError: too little free space, naming the directory and both byte counts.
+        """
+        if not integrity.is_local(self.directory):
+            return
+        kept = self.config.keep_last + self.config.keep_best
+        existing = len(self.all_steps())
+        missing = max(1, kept + 1 - existing)
+        needed = missing * checkpoint_size
+        free = (disk_usage or shutil.disk_usage)(self.directory).free
+        if free < needed:
+            raise CheckpointWriteError(
+                f"not enough free space for checkpoints in {self.directory}: {needed:,} bytes needed, {free:,} free "
+                f"({missing} more checkpoints of about {checkpoint_size:,} bytes: keep_last + keep_best = {kept} "
+                f"kept and one being written, {existing} there already)"
+            )
 
     def _step_dir(self, step: int) -> Path:
         return Path(self.directory) / str(step)
 
+    def _save_failed(self, steps: Sequence[int], error: Exception) -> CheckpointWriteError:
+        """Checksums the steps orbax finished; the error naming those it did not (they stay
+        ``<step>.orbax-checkpoint-tmp`` directories, which orbax never lists)."""
+        self._manager.reload()
+        complete = set(self._manager.all_steps())
+        failed = [step for step in steps if step not in complete]
+        self._unsummed = [step for step in steps if step in complete]
+        self._write_checksums()
+        if not failed:
+            return CheckpointWriteError(f"checkpointing in {self.directory} failed after steps {list(steps)} were "
+                                        f"complete: {error}")  # fmt: skip
+        return CheckpointWriteError(
+            f"writing checkpoint step {', '.join(map(str, failed))} in {self.directory} failed: {error}; it is not "
+            f"a checkpoint and is never restored (the latest complete step is {self._manager.latest_step()})"
+        )
+
     def _write_checksums(self) -> None:
-        """``checksums.json`` of every complete step this checkpointer saved (process 0, local paths)."""
+        """``checksums.json`` of every complete step this checkpointer saved (process 0, local paths).
+
+        Raises:
+            CheckpointWriteError: a manifest could not be written; its step is moved aside first.
+        """
+        pending, self._unsummed = self._unsummed, []
         if jax.process_index() != 0 or not integrity.is_local(self.directory):
-            self._unsummed.clear()
             return
-        for step in self._unsummed:
+        for step in pending:
             if step in self._manager.all_steps() and self._step_dir(step).is_dir():
-                integrity.write_checksums(self._step_dir(step))
-        self._unsummed.clear()
+                try:
+                    integrity.write_checksums(self._step_dir(step))
+                except OSError as error:
+                    moved = integrity.quarantine(self._step_dir(step), "incomplete")
+                    self._manager.reload()
+                    raise CheckpointWriteError(
+                        f"writing the checksums of checkpoint step {step} in {self.directory} failed: {error}; "
+                        f"the step is not a checkpoint and is never restored (moved to {moved})"
+                    ) from error
 
     def latest_intact_step(self) -> int | None:
         """The newest step whose files match their checksums (None: no checkpoint at all).

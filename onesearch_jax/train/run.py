@@ -32,14 +32,20 @@ from onesearch_jax.models import partitioning
 from onesearch_jax.models.configs import T5Config
 from onesearch_jax.models.encoder_decoder import EncoderDecoder, abstract_model
 from onesearch_jax.models.mesh_config import LogicalRules, MeshConfig
-from onesearch_jax.train.checkpoints import CheckpointConfig, Checkpointer, abstract_train_state, check_writable
+from onesearch_jax.train.checkpoints import (
+    CheckpointConfig,
+    Checkpointer,
+    abstract_train_state,
+    check_writable,
+    checkpoint_bytes,
+)
 from onesearch_jax.train.metrics_writer import MetricsWriter
 from onesearch_jax.train.optimizer_config import OptimizerConfig
 from onesearch_jax.train.optimizers import make_optimizer
 from onesearch_jax.train.preemption import PreemptionWatcher
 from onesearch_jax.train.run_config import StageConfig, TrainConfig
 from onesearch_jax.train.state import abstract_init
-from onesearch_jax.train.step import make_eval_step, make_train_step
+from onesearch_jax.train.step import LossFn, cross_entropy_loss, make_eval_step, make_train_step
 from onesearch_jax.train.trainer import LoopConfig, LoopResult, Stage, train_loop
 from onesearch_jax.vocab import OneSearchVocabulary
 
@@ -269,6 +275,7 @@ def train_run(
     *,
     optimizer_config: OptimizerConfig,
     checkpoint_config: CheckpointConfig,
+    loss_fn: LossFn = cross_entropy_loss,
     run_meta: Mapping[str, Any] | None = None,
     watcher: PreemptionWatcher | None = None,
 ) -> LoopResult:
@@ -278,12 +285,17 @@ def train_run(
         setup: from :func:`prepare_run`.
         optimizer_config: the optimizer and schedule (the step counter spans all stages).
         checkpoint_config: where and how often to checkpoint (usually ``model_dir/checkpoints``).
+        loss_fn: the train loss (``cross_entropy_loss``: SFT; ``distill.make_train_loss``: LR-ESD).
+            Evaluation always reports the student's cross-entropy.
         run_meta: extra fields stored with every checkpoint (e.g. the gin config).
         watcher: preemption signals (the loop saves and returns on one).
 
     Raises:
         PermissionError: the model directory is not writable (before anything is built).
+        CheckpointWriteError: too little free space for the checkpoints the run keeps (before
+            anything is allocated), or a checkpoint that could not be written.
         ValueError: the checkpoint there is of another model or another data curriculum.
+        NonFiniteError: a non-finite step that ``config.nonfinite_policy`` does not skip.
     """
     config = setup.config
     check_writable(config.model_dir)
@@ -294,13 +306,15 @@ def train_run(
     graphdef, abstract, shardings, init = abstract_init(setup.model_fn, optimizer, setup.mesh, setup.rules,
                                                         seed=config.seed)  # fmt: skip
     latest = checkpointer.latest_intact_step()  # a corrupt newer step is reported and set aside
+    checkpointer.check_free_space(checkpoint_bytes(abstract))
     data_state = None
     if latest is None:
         state = init()
     else:
         _check_meta(checkpointer.restore_meta(latest), setup, checkpointer.directory)
         state, data_state = checkpointer.restore(latest, abstract_state=abstract_train_state(abstract, shardings))
-    train_step = make_train_step(graphdef, optimizer, setup.mesh, setup.rules, state_shardings=shardings)
+    train_step = make_train_step(graphdef, optimizer, setup.mesh, setup.rules, state_shardings=shardings,
+                                 loss_fn=loss_fn)  # fmt: skip
     evaluate = None
     if config.eval_tasks:
         evaluate_params = make_evaluator(setup, graphdef, shardings.params)
@@ -311,7 +325,9 @@ def train_run(
     if primary:
         _write_run_files(setup, run_meta)
     loop = LoopConfig(global_batch_size=config.batch_size, log_every_steps=config.log_every_steps,
-                      eval_every_steps=config.eval_every_steps, progress_bar=config.progress_bar)  # fmt: skip
+                      eval_every_steps=config.eval_every_steps, progress_bar=config.progress_bar,
+                      nonfinite_policy=config.nonfinite_policy,
+                      max_nonfinite_steps=config.max_nonfinite_steps)  # fmt: skip
     try:
         return train_loop(
             state, stages=stages_of(setup), train_step=train_step,

@@ -19,11 +19,19 @@ from collections.abc import Mapping, Sequence
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 FEATURE_CONVERTERS = ("encdec", "encdec_teacher")
+NONFINITE_POLICIES = ("stop", "skip")
 
 
 def _positive_int(owner: str, name: str, value: object, *, minimum: int = 1) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{owner}.{name} must be an int >= {minimum}, got {value!r}")
+
+
+def check_nonfinite_policy(owner: str, policy: object, max_steps: object) -> None:
+    """Raises ValueError unless ``policy`` is one of ``NONFINITE_POLICIES`` and ``max_steps`` an int >= 0."""
+    if policy not in NONFINITE_POLICIES:
+        raise ValueError(f"{owner}.nonfinite_policy must be one of {NONFINITE_POLICIES}, got {policy!r}")
+    _positive_int(owner, "max_nonfinite_steps", max_steps, minimum=0)
 
 
 def _lengths(owner: str, lengths: Mapping[str, int]) -> None:
@@ -96,6 +104,12 @@ class TrainConfig:
             32128) so that the ``vocab`` axis splits over ``tensor``; padded ids are never targets.
         progress_bar: show a tqdm bar (step, loss, examples/s) on process 0.
         tensorboard: also write TensorBoard event files (``tensorboardX``) under ``model_dir``.
+        nonfinite_policy: what a step whose loss or gradients are NaN or infinite does (its update
+            is never applied): ``stop`` raises ``NonFiniteError`` naming the step, its batch and the
+            tensor; ``skip`` logs a warning, counts it (``skipped_nonfinite_steps`` in the train
+            metrics) and trains on.
+        max_nonfinite_steps: with ``skip``, stop anyway at the non-finite step after this many
+            skipped ones, over the whole run (0 = no limit); ignored by ``stop``.
     """
 
     model_dir: str
@@ -114,6 +128,8 @@ class TrainConfig:
     vocab_pad_multiple: int = 128
     progress_bar: bool = True
     tensorboard: bool = True
+    nonfinite_policy: str = "stop"
+    max_nonfinite_steps: int = 0
 
     def __post_init__(self) -> None:
         for name in ("model_dir", "examples_dir", "vocab_dir"):
@@ -141,6 +157,7 @@ class TrainConfig:
             _lengths("TrainConfig(eval)", self.eval_feature_lengths)
         if not all(isinstance(t, str) and t for t in self.eval_tasks):
             raise ValueError(f"TrainConfig.eval_tasks must be task names, got {self.eval_tasks!r}")
+        check_nonfinite_policy("TrainConfig", self.nonfinite_policy, self.max_nonfinite_steps)
 
     @property
     def total_steps(self) -> int:

@@ -12,6 +12,14 @@ same gradients as one batch of ``k`` times the rows (up to float summation order
 any callable ``loss_fn(model, batch, *, rng, deterministic) -> LossOutput``; later losses
 (LR-ESD self-distillation, R-Drop, FGM, focal loss) plug in there and may read other batch features
 (e.g. ``teacher_encoder_input_tokens``).
+
+Non-finite guard: a step whose loss or any gradient is NaN or infinite applies no update (the
+parameters and the whole optimizer state, its update count included, stay as they were, as with
+``optax.apply_if_finite``), while ``state.step`` still advances: the step consumed its batch, so
+the data position stays a function of the step, and the learning-rate schedule the optimizer
+applies lags ``state.step`` by one step per skipped step. The metrics say so (``nonfinite``,
+``nonfinite_loss``, ``first_nonfinite_grad``); the train loop applies the run's policy (stop or
+count) and names the tensor with :func:`param_paths`.
 """
 
 from __future__ import annotations
@@ -34,6 +42,10 @@ from onesearch_jax.train.state import TrainState
 
 Batch = Mapping[str, jax.Array]
 Metrics = dict[str, jax.Array]
+
+NONFINITE = "nonfinite"  # 1.0 when the loss or a gradient was NaN or infinite, else 0.0
+NONFINITE_LOSS = "nonfinite_loss"  # 1.0 when the loss itself was NaN or infinite, else 0.0
+FIRST_NONFINITE_GRAD = "first_nonfinite_grad"  # int32: index of the first bad gradient leaf, or -1
 
 
 class LossOutput(NamedTuple):
@@ -132,6 +144,32 @@ def _batch_rows(batch: Mapping[str, Any]) -> int:
     return next(iter(rows.values()))
 
 
+def param_paths(params: Any) -> list[str]:
+    """The ``/``-joined path of each leaf of ``params``, in ``jax.tree.leaves`` order.
+
+    The gradients have the parameters' structure, so ``param_paths(state.params)[i]`` names the
+    gradient leaf ``first_nonfinite_grad == i``, e.g. ``decoder/layers/0/self_attention/query`` (the
+    ``value`` attribute of each ``nnx.Variable`` is left out).
+    """
+    flat, _ = jax.tree_util.tree_flatten_with_path(params)
+    return ["/".join(_key_name(key) for key in path if not isinstance(key, jax.tree_util.GetAttrKey))
+            for path, _ in flat]  # fmt: skip
+
+
+def _key_name(key: Any) -> str:
+    if isinstance(key, jax.tree_util.DictKey):
+        return str(key.key)
+    if isinstance(key, jax.tree_util.SequenceKey):
+        return str(key.idx)
+    return str(key)
+
+
+def _first_nonfinite(grads: nnx.State) -> jax.Array:
+    """int32 index of the first gradient leaf holding a NaN or an infinity, or -1 (one pass over the leaves)."""
+    finite = jnp.stack([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)])
+    return jnp.where(jnp.all(finite), -1, jnp.argmin(finite.astype(jnp.int32))).astype(jnp.int32)
+
+
 def _mean_metrics(out: LossOutput) -> tuple[Metrics, jax.Array]:
     denom = jnp.where(out.weight_sum > 0, out.weight_sum, 1.0)
     metrics = {"loss": out.loss_sum / denom, "num_tokens": out.weight_sum}
@@ -180,12 +218,14 @@ def make_train_step(
     state_shardings: TrainState,
     loss_fn: LossFn = cross_entropy_loss,
     donate_state: bool = True,
+    skip_nonfinite: bool = True,
 ) -> CompiledStep:
     """Builds ``step(state, batch) -> (state, metrics)``, jitted with explicit shardings.
 
     One step: split the batch into ``optimizer.num_microbatches`` microbatches and ``lax.scan`` over
     them, summing float32 gradients of ``loss_fn``'s ``loss_sum`` and its ``LossOutput`` sums; divide
-    by the total weight; take the global gradient norm; apply ``optimizer.tx`` (clipping included).
+    by the total weight; take the global gradient norm; apply ``optimizer.tx`` (clipping included),
+    unless the loss or a gradient is not finite (see the module docstring).
 
     Args:
         graphdef: the model's static structure (``TrainState.create`` / ``init_train_state``).
@@ -197,12 +237,16 @@ def make_train_step(
             ``fold_in(fold_in(state.rng, state.step), microbatch)``.
         donate_state: donate the input state's buffers to the output (T5X does; the caller must
             not reuse the state passed in).
+        skip_nonfinite: keep the parameters and optimizer state of a step whose loss or gradients
+            are not finite. False applies every update as computed, NaNs included (the unguarded
+            step, for comparisons); the metrics report non-finite steps either way.
 
     Returns:
-        A ``CompiledStep``. Metrics (replicated float32 scalars): ``loss`` (per weighted token),
-        ``accuracy``, ``cross_entropy`` and any other ``LossOutput.metrics`` (per weighted token),
-        ``grad_norm`` (before clipping), ``learning_rate`` (applied at this step), ``num_tokens``
-        (sum of loss weights).
+        A ``CompiledStep``. Metrics (replicated scalars, float32 unless said): ``loss`` (per weighted
+        token), ``accuracy``, ``cross_entropy`` and any other ``LossOutput.metrics`` (per weighted
+        token), ``grad_norm`` (before clipping), ``learning_rate`` (the schedule at ``state.step``),
+        ``num_tokens`` (sum of loss weights), ``nonfinite`` and ``nonfinite_loss`` (1.0 or 0.0) and
+        ``first_nonfinite_grad`` (int32 leaf index into :func:`param_paths`, or -1).
     """
     rules = tuple(rules)
     partitioning.validate_rules(rules, mesh.axis_names)
@@ -243,8 +287,17 @@ def make_train_step(
         grads = jax.tree.map(lambda g: g / denom, grads)
         metrics["grad_norm"] = optax.tree.norm(grads)
         metrics["learning_rate"] = jnp.asarray(optimizer.schedule(state.step), jnp.float32)
+        loss_finite = jnp.isfinite(metrics["loss"])
+        first_bad = _first_nonfinite(grads)
+        finite = loss_finite & (first_bad < 0)
+        metrics[NONFINITE] = jnp.where(finite, 0.0, 1.0)
+        metrics[NONFINITE_LOSS] = jnp.where(loss_finite, 0.0, 1.0)
+        metrics[FIRST_NONFINITE_GRAD] = first_bad
         updates, opt_state = optimizer.tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
+        if skip_nonfinite:
+            keep = lambda new, old: jnp.where(finite, new, old)  # noqa: E731
+            params, opt_state = jax.tree.map(keep, params, state.params), jax.tree.map(keep, opt_state, state.opt_state)
         new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
         return new_state, metrics
 

@@ -131,7 +131,8 @@ def test_runs_every_stage_in_order_logs_and_checkpoints(tmp_path):
     train = read_metrics(tmp_path / "metrics.jsonl", "train")
     assert [r["step"] for r in train] == [2, 4, 6, 7]
     assert [r["stage_index"] for r in train] == [0, 1, 1, 1]
-    assert all(r["examples_per_second"] > 0 for r in train)
+    assert all(r["examples_per_second"] > 0 and r["skipped_nonfinite_steps"] == 0 for r in train)
+    assert not {"nonfinite", "nonfinite_loss", "first_nonfinite_grad"} & set(train[0])  # per-step flags, not means
     losses = [r["loss"] for r in train]
     assert losses[-1] < losses[0]
     assert [r["step"] for r in read_metrics(tmp_path / "metrics.jsonl", "eval")] == [3, 6, 7]
@@ -139,7 +140,7 @@ def test_runs_every_stage_in_order_logs_and_checkpoints(tmp_path):
     with Checkpointer(CheckpointConfig(directory=tmp_path / "ckpt"), read_only=True) as checkpointer:
         assert checkpointer.all_steps() == [4, 6, 7]  # every 2 steps and the last; keep_last = 3 (default)
     _, data = restore(tmp_path, 6)
-    assert data == {"stage": "s1", "stream": {"name": "s1", "position": 3}}
+    assert data == {"stage": "s1", "stream": {"name": "s1", "position": 3}, "skipped_nonfinite_steps": 0}
 
 
 def test_resume_after_preemption_equals_the_uninterrupted_run(tmp_path):
@@ -151,7 +152,7 @@ def test_resume_after_preemption_equals_the_uninterrupted_run(tmp_path):
     assert first.preempted and first.step == 3
     state, data_state = restore(tmp_path / "resumed")
     assert int(state.step) == 3
-    assert data_state == {"stage": "s1", "stream": None}  # the next stage opens from its start
+    assert data_state == {"stage": "s1", "stream": None, "skipped_nonfinite_steps": 0}  # the next stage opens anew
     second_log: list[tuple[str, int]] = []
     second = run(tmp_path / "resumed", second_log, state=state, data_state=data_state, watcher=StopAt(5))
     assert second.preempted and second.step == 5
