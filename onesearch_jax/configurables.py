@@ -3,6 +3,9 @@
 Data code stays free of gin; gin files name these as ``WorldConfig.num_items = ...`` and so on.
 """
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 import gin
 
 from onesearch_jax.data.examples import ExamplesConfig
@@ -17,6 +20,7 @@ from onesearch_jax.sid.build import SidBuildConfig
 from onesearch_jax.sid.embed import TfidfSvdConfig
 from onesearch_jax.sid.quantize import QuantizerConfig
 from onesearch_jax.train.checkpoint_config import CheckpointConfig
+from onesearch_jax.train.distill_config import DistillConfig
 from onesearch_jax.train.optimizer_config import OptimizerConfig
 from onesearch_jax.train.run_config import StageConfig, TrainConfig
 from onesearch_jax.understanding.calibrate import CalibrationConfig, UserCalibrationConfig
@@ -26,6 +30,9 @@ from onesearch_jax.understanding.keywords import KeywordConfig
 from onesearch_jax.understanding.mining import MiningConfig
 from onesearch_jax.understanding.pipeline import UnderstandingConfig
 from onesearch_jax.vocab_config import VocabConfig
+
+if TYPE_CHECKING:
+    from onesearch_jax.train.step import LossFn
 
 ConfiguredWorld = gin.external_configurable(WorldConfig, "WorldConfig")
 ConfiguredTable = gin.external_configurable(RelevanceTableConfig, "RelevanceTableConfig")
@@ -84,3 +91,17 @@ ConfiguredCheckpoint = gin.external_configurable(CheckpointConfig, "CheckpointCo
 ConfiguredInfer = gin.external_configurable(InferConfig, "InferConfig")
 ConfiguredEval = gin.external_configurable(EvalConfig, "EvalConfig")
 ConfiguredSegments = gin.external_configurable(SegmentConfig, "SegmentConfig")
+
+
+# The train loss (gin/runs/lr_esd.gin): SFT's cross-entropy unless ``train_loss.distill = @DistillConfig()``.
+ConfiguredDistill = gin.external_configurable(DistillConfig, "DistillConfig")
+
+
+@gin.configurable("train_loss", denylist=["stages"])
+def configured_train_loss(stages: Sequence[StageConfig], distill: DistillConfig | None = None) -> "LossFn":
+    """The train step's loss for a run of ``stages``: cross-entropy (SFT), or with a ``distill``
+    config LR-ESD on the stages whose feature converter is ``encdec_teacher`` and cross-entropy on
+    the others (``onesearch_jax.train.distill.make_train_loss``)."""
+    from onesearch_jax.train.distill import make_train_loss  # jax: only training jobs load it
+
+    return make_train_loss(distill, stages)

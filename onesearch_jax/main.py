@@ -50,6 +50,7 @@ from onesearch_jax.configurables import (
     ConfiguredWorld,
     configured_logical_axis_rules,
     configured_sid_build,
+    configured_train_loss,
     configured_understanding,
     configured_vocab,
 )
@@ -234,6 +235,7 @@ def cmd_train(args: Sequence[str]) -> int:
     total = config.total_steps
     optimizer = _configured_optimizer(total)
     setup, checkpoints = _train_setup(config, optimizer.num_microbatches)
+    loss_fn = configured_train_loss(config.stages)  # a bad DistillConfig fails here, before anything is compiled
     from onesearch_jax.models.encoder_decoder import param_count
     from onesearch_jax.train.preemption import PreemptionWatcher
     from onesearch_jax.train.run import train_run
@@ -243,7 +245,7 @@ def cmd_train(args: Sequence[str]) -> int:
           f"(embedding {setup.model_config.vocab_size}); mesh {dict(setup.mesh.shape)}; batch {config.batch_size}; "
           f"stages: {stages} steps; model dir {config.model_dir}")  # fmt: skip
     with PreemptionWatcher() as watcher:
-        result = train_run(setup, optimizer_config=optimizer, checkpoint_config=checkpoints,
+        result = train_run(setup, optimizer_config=optimizer, checkpoint_config=checkpoints, loss_fn=loss_fn,
                            run_meta={"gin_config": gin.config_str()}, watcher=watcher)  # fmt: skip
     if result.step == result.start_step:
         print(f"nothing to do: the run is complete at step {result.step} (of {total}) in {config.model_dir}")

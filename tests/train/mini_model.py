@@ -1,8 +1,9 @@
 """A small NNX encoder-decoder stand-in with logical axis names, for tests that must compile fast.
 
-Same call signature as ``EncoderDecoder`` (token ids in, float32 logits ``[B, T, vocab]`` out) and the
-same logical axes (``vocab``/``embed``/``mlp``/``heads``/``kv``), but no attention stacks: the encoder
-is a masked mean of MLP-transformed embeddings, the decoder adds it to its own embeddings.
+Same call signature as ``EncoderDecoder`` (token ids in, float32 logits ``[B, T, vocab]`` out; optional
+``encoder_input_embeddings`` from ``embed_inputs``, for FGM) and the same logical axes
+(``vocab``/``embed``/``mlp``/``heads``/``kv``), but no attention stacks: the encoder is a masked mean of
+MLP-transformed embeddings, the decoder adds it to its own embeddings.
 """
 
 from __future__ import annotations
@@ -33,18 +34,23 @@ class MiniEncoderDecoder(nnx.Module):
         self.lm_head = _param(rngs, (embed, vocab), ("embed", "vocab"))
         self.dropout = nnx.Dropout(0.0)
 
+    def embed_inputs(self, tokens: jax.Array) -> jax.Array:
+        """Encoder input embeddings ``[B, S, embed]`` (what FGM perturbs)."""
+        return self.embedding[...][tokens]
+
     def __call__(
         self,
         encoder_input_tokens: jax.Array,
         decoder_input_tokens: jax.Array,
         *,
         decoder_target_tokens: jax.Array | None = None,
+        encoder_input_embeddings: jax.Array | None = None,
         deterministic: bool = True,
         rngs: jax.Array | None = None,
     ) -> jax.Array:
         del decoder_target_tokens
         table = self.embedding[...]
-        x = table[encoder_input_tokens]
+        x = self.embed_inputs(encoder_input_tokens) if encoder_input_embeddings is None else encoder_input_embeddings
         x = x + jax.nn.gelu(x @ self.wi[...]) @ self.wo[...]
         mask = (encoder_input_tokens > 0)[..., None].astype(jnp.float32)
         pooled = jnp.sum(x * mask, axis=1) / jnp.maximum(jnp.sum(mask, axis=1), 1.0)
