@@ -12,6 +12,7 @@ from onesearch_jax.data.examples import ExamplesConfig
 from onesearch_jax.data.relevance_import import RelevanceTableConfig
 from onesearch_jax.data.world import WorldConfig
 from onesearch_jax.decode.infer_config import InferConfig
+from onesearch_jax.evaluate.ablation import AblationConfig, AblationRow
 from onesearch_jax.evaluate.eval_config import EvalConfig
 from onesearch_jax.evaluate.segments import SegmentConfig
 from onesearch_jax.models.configs import T5Config
@@ -91,6 +92,8 @@ ConfiguredCheckpoint = gin.external_configurable(CheckpointConfig, "CheckpointCo
 ConfiguredInfer = gin.external_configurable(InferConfig, "InferConfig")
 ConfiguredEval = gin.external_configurable(EvalConfig, "EvalConfig")
 ConfiguredSegments = gin.external_configurable(SegmentConfig, "SegmentConfig")
+ConfiguredAblation = gin.external_configurable(AblationConfig, "AblationConfig")
+ConfiguredAblationRow = gin.external_configurable(AblationRow, "AblationRow")
 
 
 # The train loss (gin/runs/lr_esd.gin): SFT's cross-entropy unless ``train_loss.distill = @DistillConfig()``.

@@ -36,6 +36,7 @@ import gin
 from absl import app, flags, logging
 
 from onesearch_jax.configurables import (
+    ConfiguredAblation,
     ConfiguredCheckpoint,
     ConfiguredEval,
     ConfiguredExamples,
@@ -308,6 +309,19 @@ def cmd_eval(args: Sequence[str]) -> int:
     return 0
 
 
+def cmd_ablation(args: Sequence[str]) -> int:
+    """Trains and evaluates every row x seed of an ablation not done yet, then writes its summary table."""
+    _expect(args, 0, "ablation takes no positional arguments; configure it with --gin_file and --gin.NAME=VALUE")
+    from onesearch_jax.evaluate.ablation import run_ablation, write_summary
+
+    config = ConfiguredAblation()
+    finished = run_ablation(config)
+    path = write_summary(config)
+    print(f"ablation: {len(finished)} runs finished now; summary in {path}")
+    print(path.read_text())
+    return 0
+
+
 COMMANDS: dict[tuple[str, ...], Callable[[Sequence[str]], int]] = {
     ("world",): cmd_world,
     ("data", "validate"): cmd_validate,
@@ -318,6 +332,7 @@ COMMANDS: dict[tuple[str, ...], Callable[[Sequence[str]], int]] = {
     ("train",): cmd_train,
     ("eval",): cmd_eval,
     ("infer",): cmd_infer,
+    ("ablation",): cmd_ablation,
 }
 
 

@@ -1,0 +1,156 @@
+"""The ablation driver: its gin file, command lines, branching, resumption and summary arithmetic.
+
+The runner is injected: here it writes what ``onesearch train`` and ``onesearch eval`` would (a
+checkpoint directory, ``eval/step_<N>/metrics.json``), so that the orchestration is tested without
+training; the real runs are the ablation itself (README, "LR-ESD ablation").
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+import gin
+import pytest
+
+from onesearch_jax import configurables
+from onesearch_jax.evaluate.ablation import (
+    DONE_FILE,
+    AblationConfig,
+    AblationRow,
+    eval_command,
+    run_ablation,
+    summarise_ablation,
+    summary_markdown,
+    train_command,
+)
+from onesearch_jax.gin_utils import parse_gin
+
+ROWS = (
+    AblationRow(name="base", gin_files=["gin/runs/sft.gin"]),
+    AblationRow(name="plus", gin_files=["gin/runs/lr_esd.gin"], bindings=["DistillConfig.rdrop_alpha=0.5"]),
+)
+
+
+def _metrics(hr: float, mrr: float, ambiguous: float) -> dict:
+    def block(value: float, rank: float) -> dict:
+        return {"click": {"hr@10": value, "mrr@10": rank}, "order": {"hr@10": value / 2, "mrr@10": rank / 2}}
+
+    return {
+        "overall": {"model": block(hr, mrr)},
+        "segments": {"query_type": {"ambiguous": {"model": block(ambiguous, 0.0)}}},
+    }
+
+
+class FakeRunner:
+    """Writes a checkpoint per 200 steps (train) and the metrics of ``values[(seed, row)]`` (eval)."""
+
+    def __init__(self, values: dict[tuple[int, str], tuple[float, float, float]], fail_on: str | None = None):
+        self.values, self.fail_on, self.commands = values, fail_on, []
+
+    def __call__(self, command: list[str]) -> None:
+        self.commands.append(command)
+        model_dir = Path(next(a for a in command if a.startswith("--gin.MODEL_DIR=")).split("=", 1)[1].strip("'"))
+        seed, row = int(model_dir.parent.name.removeprefix("seed")), model_dir.name
+        if command[1] == "train":
+            if self.fail_on == row:
+                raise RuntimeError(f"training {row} was interrupted")
+            for step in (200, 400, 600):
+                (model_dir / "checkpoints" / str(step)).mkdir(parents=True, exist_ok=True)
+                (model_dir / "checkpoints" / str(step) / "checksums.json").write_text(f'{{"step": {step}}}')
+        else:
+            out = model_dir / "eval" / "step_600"
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "metrics.json").write_text(json.dumps(_metrics(*self.values[(seed, row)])))
+
+
+def test_commands_name_the_run_its_seeds_and_bindings(tmp_path):
+    config = AblationConfig(root=str(tmp_path), rows=ROWS, seeds=(3,), branch_step=600)
+    base, plus = (train_command(config, 3, row) for row in ROWS)
+    assert base[:4] == ["onesearch", "train", "--gin_file=gin/runs/sft.gin", "--gin_file=gin/models/tiny.gin"]
+    assert f"--gin.MODEL_DIR='{tmp_path}/seed3/base'" in base
+    assert {"--gin.TrainConfig.seed=3", "--gin.TrainConfig.data_seed=3"} <= set(base) & set(plus)
+    assert "--gin.CheckpointConfig.keep_last=1000" in base and "--gin.CheckpointConfig.keep_last=1000" not in plus
+    assert plus[-1] == "--gin.DistillConfig.rdrop_alpha=0.5"
+    assert eval_command(config, 3, ROWS[1])[:5] == [
+        "onesearch", "eval", "--gin_file=gin/runs/lr_esd.gin", "--gin_file=gin/runs/eval.gin",
+        "--gin_file=gin/models/tiny.gin",
+    ]  # fmt: skip
+
+
+def test_rows_branch_from_the_baseline_checkpoint_and_finished_runs_are_skipped(tmp_path):
+    values = {(s, r): (0.1 * (s + 1), 0.05, 0.2) for s in (0, 1) for r in ("base", "plus")}
+    config = AblationConfig(root=str(tmp_path), rows=ROWS, seeds=(0, 1), branch_step=400)
+    runner = FakeRunner(values, fail_on="plus")
+    with pytest.raises(RuntimeError, match="plus was interrupted"):
+        run_ablation(config, runner=runner)
+    # the baseline of seed 0 is done; the branch step was copied, checksums included, before "plus" trained
+    assert (tmp_path / "seed0" / "base" / DONE_FILE).is_file()
+    copied = tmp_path / "seed0" / "plus" / "checkpoints" / "400" / "checksums.json"
+    assert copied.read_text() == '{"step": 400}'
+    runner = FakeRunner(values)
+    finished = run_ablation(config, runner=runner)  # resumes: seed 0's baseline is not run again
+    assert [p.relative_to(tmp_path).as_posix() for p in finished] == ["seed0/plus", "seed1/base", "seed1/plus"]
+    assert [c[1] for c in runner.commands].count("train") == 3
+    assert run_ablation(config, runner=FakeRunner(values)) == []
+    done = json.loads((tmp_path / "seed1" / "plus" / DONE_FILE).read_text())
+    assert done["eval_step"] == 600 and done["seed"] == 1
+
+
+def test_a_missing_branch_checkpoint_is_an_error_naming_it(tmp_path):
+    config = AblationConfig(root=str(tmp_path), rows=ROWS, seeds=(0,), branch_step=500)
+    with pytest.raises(FileNotFoundError, match=r"seed0/base/checkpoints/500: the baseline row 'base' of seed 0"):
+        run_ablation(config, runner=FakeRunner({(0, "base"): (0.1, 0.1, 0.1)}))
+
+
+def test_summary_is_the_mean_and_sample_std_over_seeds(tmp_path):
+    values = {
+        (0, "base"): (0.30, 0.15, 0.20), (1, "base"): (0.34, 0.17, 0.30), (2, "base"): (0.32, 0.16, 0.25),
+        (0, "plus"): (0.40, 0.20, 0.50), (1, "plus"): (0.44, 0.22, 0.40), (2, "plus"): (0.42, 0.21, 0.45),
+    }  # fmt: skip
+    config = AblationConfig(root=str(tmp_path), rows=ROWS, seeds=(0, 1, 2))
+    run_ablation(config, runner=FakeRunner(values))
+    summary = summarise_ablation(config)
+    base = summary["rows"]["base"]
+    assert base["seeds"] == 3
+    assert base["overall"]["click"]["hr"]["mean"] == pytest.approx(0.32)
+    assert base["overall"]["click"]["hr"]["std"] == pytest.approx(statistics.stdev([0.30, 0.34, 0.32]))
+    assert base["overall"]["order"]["mrr"]["mean"] == pytest.approx(0.08)
+    ambiguous = summary["rows"]["plus"]["segments"]["query_type"]["ambiguous"]["click"]
+    assert ambiguous["mean"] == pytest.approx(0.45) and ambiguous["std"] == pytest.approx(0.05)
+    table = summary_markdown(summary)
+    assert "| plus | 3 | 0.4200 ± 0.0200 | 0.2100 ± 0.0100 | 0.2100 ± 0.0100 | 0.1050 ± 0.0050 |" in table
+    assert "HR@10 by query type" in table
+
+
+def test_config_is_validated():
+    with pytest.raises(ValueError, match="repeated names"):
+        AblationConfig(root="x", rows=(ROWS[0], ROWS[0]))
+    with pytest.raises(ValueError, match="seeds must be distinct ints"):
+        AblationConfig(root="x", rows=ROWS, seeds=(1, 1))
+    with pytest.raises(ValueError, match=r"AblationRow\.name"):
+        AblationRow(name="a/b", gin_files=["x.gin"])
+
+
+@pytest.fixture
+def clean_gin():
+    gin.clear_config()
+    yield
+    gin.clear_config()
+
+
+def test_lr_esd_ablation_gin_has_the_papers_rows(clean_gin):
+    parse_gin([], ["gin/ablations/lr_esd.gin"], [])
+    config = configurables.ConfiguredAblation()
+    assert [r.name for r in config.rows] == ["sft", "self_distillation", "rdrop", "fgm", "focal"]
+    assert config.seeds == (0, 1, 2) and config.branch_step == 600
+    assert config.rows[4].bindings == (
+        "DistillConfig.rdrop_alpha=0.5", "DistillConfig.fgm_epsilon=0.6", "DistillConfig.focal_gamma=2.0",
+    )  # fmt: skip
+    # the branch step is the end of SFT's stage 2, and a saved step
+    gin.clear_config()
+    parse_gin([], ["gin/runs/sft.gin"], [])
+    train = configurables.ConfiguredTrain()
+    assert sum(stage.num_steps for stage in train.stages[:2]) == 600
+    assert 600 % gin.query_parameter("CheckpointConfig.save_every_steps") == 0
