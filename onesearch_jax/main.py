@@ -21,6 +21,8 @@ Usage::
 Configuration: ``--gin_file`` (repeatable, looked up in ``--gin_search_paths`` and the project
 root), then ``--gin.NAME=VALUE`` overrides (or ``--gin_bindings``). Bad input ends with one line
 naming file, line and field, and exit status 2; an invalid dataset makes ``validate`` exit 1.
+``train`` on SIGTERM writes a checkpoint and exits 0, or 75 when that checkpoint has not landed
+within ``TrainConfig.preemption_deadline_seconds`` (a restart resumes from the previous one).
 """
 
 from __future__ import annotations
@@ -230,7 +232,7 @@ def _configured_optimizer(total_steps: int):
 
 
 def cmd_train(args: Sequence[str]) -> int:
-    """Trains (or resumes) the run the gin files describe; SIGTERM saves a checkpoint and exits 0."""
+    """Trains (or resumes) the run the gin files describe; SIGTERM: a checkpoint, exit 0 (75: past the deadline)."""
     _expect(args, 0, "train takes no positional arguments; configure it with --gin_file and --gin.NAME=VALUE")
     config = ConfiguredTrain()
     total = config.total_steps
@@ -245,7 +247,7 @@ def cmd_train(args: Sequence[str]) -> int:
     print(f"model: {param_count(setup.model_config):,} parameters, vocabulary {setup.vocab.vocab_size} ids "
           f"(embedding {setup.model_config.vocab_size}); mesh {dict(setup.mesh.shape)}; batch {config.batch_size}; "
           f"stages: {stages} steps; model dir {config.model_dir}")  # fmt: skip
-    with PreemptionWatcher() as watcher:
+    with PreemptionWatcher(deadline_seconds=config.preemption_deadline_seconds) as watcher:
         result = train_run(setup, optimizer_config=optimizer, checkpoint_config=checkpoints, loss_fn=loss_fn,
                            run_meta={"gin_config": gin.config_str()}, watcher=watcher)  # fmt: skip
     if result.step == result.start_step:

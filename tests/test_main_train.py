@@ -1,18 +1,16 @@
-"""`onesearch train / eval / infer` as users run them: gin run files, bad configs, SIGTERM, resume.
+"""`onesearch train / eval / infer` as users run them: gin run files, bad configs, resume.
 
 Each command runs in a subprocess on the small world's records (the ``world_records`` fixture),
 with ``JAX_LOG_COMPILES=1`` so that the bad-configuration tests can assert that nothing was compiled
-before the error.
+before the error. SIGTERM is tested in ``tests/reliability/test_sigterm.py``.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -118,26 +116,3 @@ def test_train_resume_eval_and_infer_from_the_command_line(world_records, tmp_pa
     lines = (model_dir / "infer" / "inputs_step_7.jsonl").read_text().splitlines()
     assert [json.loads(line)["inputs"] for line in lines] == ["[query] red dress", "[query] phone case"]
     assert "decoded 2 examples with step 7" in inferred.stdout
-
-
-def test_sigterm_saves_a_checkpoint_and_exits_0(world_records, tmp_path):
-    model_dir = tmp_path / "run"
-    args = base_args(world_records, model_dir, "--gin.stage1/StageConfig.num_steps=100000",
-                     "--gin.TrainConfig.log_every_steps=1", "--gin.CheckpointConfig.save_every_steps=100000",
-                     "--gin.TrainConfig.eval_tasks=[]")  # fmt: skip
-    proc = subprocess.Popen(command("train", *args), cwd=ROOT, env=environment(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
-    metrics = model_dir / "metrics.jsonl"
-    deadline = time.monotonic() + 300
-    while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 3):  # training is under way
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-3000:]
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGTERM)
-    stdout, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 0, stderr[-3000:]
-    assert "preempted: checkpoint written at step" in stdout
-    step = int(stdout.split("checkpoint written at step ")[1].split()[0])
-    assert step >= 3
-    assert (model_dir / "checkpoints" / str(step)).is_dir()
-    data = json.loads((model_dir / "checkpoints" / str(step) / "data" / "metadata").read_text())
-    assert data["stage"] == "stage1_alignment" and data["stream"]["position"] == step

@@ -385,6 +385,14 @@ class Checkpointer:
         """The newest complete step, or None if there is none."""
         return self._manager.latest_step()
 
+    def latest_committed_step(self) -> int | None:
+        """The newest step orbax has committed, read from storage (None if there is none).
+
+        Unlike :meth:`latest_step` (the manager's list names a step as soon as its async save
+        starts) this lists the directory; it is safe to call from another thread during a save.
+        """
+        return max(ocp.path.step.checkpoint_steps(self.directory), default=None)
+
     def all_steps(self) -> list[int]:
         """All complete steps on disk, ascending."""
         return sorted(self._manager.all_steps())

@@ -14,6 +14,7 @@ synchronisation, personalised generation). ``gin/runs/sft.gin`` binds them:
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from collections.abc import Mapping, Sequence
 
@@ -25,6 +26,11 @@ NONFINITE_POLICIES = ("stop", "skip")
 def _positive_int(owner: str, name: str, value: object, *, minimum: int = 1) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{owner}.{name} must be an int >= {minimum}, got {value!r}")
+
+
+def _seconds(owner: str, name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"{owner}.{name} must be a number of seconds >= 0, got {value!r}")
 
 
 def check_nonfinite_policy(owner: str, policy: object, max_steps: object) -> None:
@@ -110,6 +116,14 @@ class TrainConfig:
             metrics) and trains on.
         max_nonfinite_steps: with ``skip``, stop anyway at the non-finite step after this many
             skipped ones, over the whole run (0 = no limit); ignored by ``stop``.
+        preemption_deadline_seconds: after SIGTERM the run finishes its step, writes a checkpoint
+            and exits 0; if that checkpoint has not landed this many seconds after the signal, the
+            process logs the step it was writing and the step a restart resumes from, and exits
+            with status 75 (0 = no deadline). Set it a few seconds under the scheduler's grace
+            period so the process reports before it is killed. The default, 120, is not shorter
+            than common grace periods (30 s: Kubernetes, GCE and TPU spot VMs, Slurm's KillWait;
+            120 s: AWS spot), so it never cuts short a save that the scheduler would have let
+            finish, and it still ends a hung save where no SIGKILL follows.
     """
 
     model_dir: str
@@ -130,6 +144,7 @@ class TrainConfig:
     tensorboard: bool = True
     nonfinite_policy: str = "stop"
     max_nonfinite_steps: int = 0
+    preemption_deadline_seconds: float = 120.0
 
     def __post_init__(self) -> None:
         for name in ("model_dir", "examples_dir", "vocab_dir"):
@@ -158,6 +173,7 @@ class TrainConfig:
         if not all(isinstance(t, str) and t for t in self.eval_tasks):
             raise ValueError(f"TrainConfig.eval_tasks must be task names, got {self.eval_tasks!r}")
         check_nonfinite_policy("TrainConfig", self.nonfinite_policy, self.max_nonfinite_steps)
+        _seconds("TrainConfig", "preemption_deadline_seconds", self.preemption_deadline_seconds)
 
     @property
     def total_steps(self) -> int:

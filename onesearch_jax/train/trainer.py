@@ -15,6 +15,11 @@ the stream state saved with each checkpoint (``{"stage": name, "stream": stream.
 between log steps (no host sync per step); at a log step their means over the interval are written
 with ``examples_per_second`` and ``steps_per_second`` measured over the same interval.
 
+Preemption: after the step in flight when the watcher's signal arrived, the loop logs, writes a
+checkpoint with the data position and waits for it; an evaluation due at that step is skipped (a
+restart does not redo it). The watcher's deadline names the step being written, and is cancelled
+once it has landed.
+
 Non-finite steps: the train step applies no update when its loss or gradients are NaN or infinite
 (``make_train_step``), but the step counter and the data position advance. The loop reads the
 steps' ``nonfinite`` flags where it syncs with the device anyway (log, evaluation, checkpoint,
@@ -211,8 +216,8 @@ def train_loop(
     At each step: next batch of the current stage -> ``train_step``; every ``log_every_steps`` the
     interval's mean train metrics; every ``eval_every_steps`` (and at the end) ``evaluate``; a
     checkpoint whenever the checkpointer's interval says so (evaluated first when it keeps the best
-    checkpoints, so the step competes) and at the end; on a preemption signal, a forced checkpoint and
-    a clean return with ``preempted=True``.
+    checkpoints, so the step competes) and at the end; on a preemption signal, no evaluation, a
+    forced checkpoint, and once it has landed a clean return with ``preempted=True``.
 
     Args:
         state: the train state (its ``step`` says where to start).
@@ -225,7 +230,7 @@ def train_loop(
         checkpointer: where to save (None: no checkpoints).
         writer: train and eval metrics.
         evaluate: ``state -> metrics``; its keys are written under split ``eval``.
-        watcher: preemption signals (None: not watched).
+        watcher: preemption signals and their deadline (None: not watched).
         data_state: the data state restored with ``state`` (None on a fresh start).
 
     Raises:
@@ -257,6 +262,8 @@ def train_loop(
     interval_steps = 0
     excluded = 0.0  # evaluation seconds inside the interval: not training throughput
     preempted = False
+    if watcher is not None and checkpointer is not None:
+        watcher.track(checkpointer.latest_committed_step)
     try:
         while step < total:
             if position == stages[index].num_steps:  # the next stage starts
@@ -275,10 +282,14 @@ def train_loop(
             preempted = watcher is not None and not last and watcher.should_stop(step)
             log_now = step % config.log_every_steps == 0 or last or preempted
             save_now = checkpointer is not None and (last or step % checkpointer.config.save_every_steps == 0)
-            eval_now = evaluate is not None and (
-                last
-                or (config.eval_every_steps and step % config.eval_every_steps == 0)
-                or (save_now and checkpointer.config.keep_best > 0)
+            eval_now = (  # not after a stop signal: an evaluation can take minutes
+                evaluate is not None
+                and not preempted
+                and (
+                    last
+                    or (config.eval_every_steps and step % config.eval_every_steps == 0)
+                    or (save_now and checkpointer.config.keep_best > 0)
+                )
             )
             if log_now or save_now or eval_now:  # the host waits for the device here anyway
                 guard.check(sources[checked:], jax.device_get(history[checked:]), state.params)
@@ -306,6 +317,8 @@ def train_loop(
                 else:
                     data = {"stage": stages[index].name, "stream": stream.state()}
                 data[SKIPPED_NONFINITE] = guard.skipped
+                if preempted:
+                    watcher.writing(step)
                 checkpointer.save(step, state, data, metrics=eval_metrics if eval_now else None, force=True)
             if preempted:
                 break
@@ -315,6 +328,8 @@ def train_loop(
         if checkpointer is not None:
             checkpointer.wait()
         writer.flush()
+    if preempted:
+        watcher.landed()
     return LoopResult(state, step, start_step, preempted, train_metrics, eval_metrics)
 
 

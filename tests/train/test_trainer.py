@@ -71,10 +71,11 @@ def setup():
 ABSTRACT, SHARDINGS, INIT, STEP = setup()
 
 
-class StopAt:
+class StopAt(PreemptionWatcher):
     """A watcher that reports a preemption after step ``at`` (as if SIGTERM had arrived then)."""
 
-    def __init__(self, at: int):
+    def __init__(self, at: int, **kwargs: Any):
+        super().__init__(**kwargs)
         self.at = at
 
     def should_stop(self, step: int) -> bool:
@@ -214,15 +215,3 @@ def test_disabled_writer_writes_nothing(tmp_path):
     writer = MetricsWriter(tmp_path / "other", enabled=False)
     writer.write(1, "train", {"loss": 1.0})
     assert not (tmp_path / "other").exists()
-
-
-def test_preemption_watcher_turns_sigterm_into_a_flag_and_restores_the_handler():
-    import os
-    import signal
-
-    before = signal.getsignal(signal.SIGTERM)
-    with PreemptionWatcher() as watcher:
-        assert not watcher.should_stop(1)
-        os.kill(os.getpid(), signal.SIGTERM)
-        assert watcher.requested and watcher.should_stop(1)
-    assert signal.getsignal(signal.SIGTERM) is before
