@@ -183,10 +183,11 @@ def run_ablation(config: AblationConfig, *, runner: Runner = _run) -> list[Path]
             if (run_dir / DONE_FILE).is_file():
                 continue
             branch(config, seed, row)
-            runner(train_command(config, seed, row))
+            train = train_command(config, seed, row)
+            runner(train)
             runner(eval_command(config, seed, row))
             step, _ = latest_metrics(run_dir)
-            record = {"row": row.name, "seed": seed, "eval_step": step, "train": train_command(config, seed, row)}
+            record = {"row": row.name, "seed": seed, "eval_step": step, "train": train}
             (run_dir / DONE_FILE).write_text(json.dumps(record, indent=2) + "\n")
             finished.append(run_dir)
     return finished

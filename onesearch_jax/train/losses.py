@@ -21,7 +21,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from onesearch_jax.train.step import LossOutput
+from onesearch_jax.train.step import LossOutput, per_token_cross_entropy, token_loss_output
 
 _TINY = float(jnp.finfo(jnp.float32).tiny)
 
@@ -104,14 +104,6 @@ def focal_cross_entropy(logits: jax.Array, targets: jax.Array, weights: jax.Arra
     """
     if not gamma >= 0:
         raise ValueError(f"gamma must be >= 0, got {gamma}")
-    logits = logits.astype(jnp.float32)
-    weights = weights.astype(jnp.float32)
-    target_logit = jnp.take_along_axis(logits, targets[..., None].astype(jnp.int32), axis=-1)[..., 0]
-    cross_entropy = jax.nn.logsumexp(logits, axis=-1) - target_logit
+    _, cross_entropy = per_token_cross_entropy(logits, targets)
     modulation = jnp.maximum(-jnp.expm1(-cross_entropy), _TINY) ** gamma
-    correct = (jnp.argmax(logits, axis=-1) == targets).astype(jnp.float32)
-    return LossOutput(
-        loss_sum=jnp.sum(modulation * cross_entropy * weights),
-        weight_sum=jnp.sum(weights),
-        metrics={"accuracy": jnp.sum(correct * weights), "cross_entropy": jnp.sum(cross_entropy * weights)},
-    )
+    return token_loss_output(modulation * cross_entropy, cross_entropy, logits, targets, weights)

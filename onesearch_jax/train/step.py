@@ -88,12 +88,25 @@ def token_cross_entropy(
     Returns:
         ``LossOutput`` with metrics ``accuracy`` (weighted correct argmax count) and ``cross_entropy``.
     """
+    log_z, cross_entropy = per_token_cross_entropy(logits, targets)
+    per_token = cross_entropy + z_loss * jnp.square(log_z) if z_loss else cross_entropy
+    return token_loss_output(per_token, cross_entropy, logits, targets, weights)
+
+
+def per_token_cross_entropy(logits: jax.Array, targets: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(logsumexp(z_t), logsumexp(z_t) - z_t[y_t])`` per token, in float32, for logits ``[..., vocab]``."""
     logits = logits.astype(jnp.float32)
-    weights = weights.astype(jnp.float32)
     log_z = jax.nn.logsumexp(logits, axis=-1)
     target_logit = jnp.take_along_axis(logits, targets[..., None].astype(jnp.int32), axis=-1)[..., 0]
-    cross_entropy = log_z - target_logit
-    per_token = cross_entropy + z_loss * jnp.square(log_z) if z_loss else cross_entropy
+    return log_z, log_z - target_logit
+
+
+def token_loss_output(
+    per_token: jax.Array, cross_entropy: jax.Array, logits: jax.Array, targets: jax.Array, weights: jax.Array
+) -> LossOutput:
+    """The weighted sums of a per-token loss, with the ``accuracy`` and ``cross_entropy`` metrics
+    every token loss reports."""
+    weights = weights.astype(jnp.float32)
     correct = (jnp.argmax(logits, axis=-1) == targets).astype(jnp.float32)
     return LossOutput(
         loss_sum=jnp.sum(per_token * weights),
