@@ -33,7 +33,7 @@ from onesearch_jax.understanding.pipeline import UnderstandingConfig
 from onesearch_jax.vocab_config import VocabConfig
 
 if TYPE_CHECKING:
-    from onesearch_jax.train.step import LossFn
+    from onesearch_jax.train.distill import TrainObjective
 
 ConfiguredWorld = gin.external_configurable(WorldConfig, "WorldConfig")
 ConfiguredTable = gin.external_configurable(RelevanceTableConfig, "RelevanceTableConfig")
@@ -101,10 +101,11 @@ ConfiguredDistill = gin.external_configurable(DistillConfig, "DistillConfig")
 
 
 @gin.configurable("train_loss", denylist=["stages"])
-def configured_train_loss(stages: Sequence[StageConfig], distill: DistillConfig | None = None) -> "LossFn":
+def configured_train_loss(stages: Sequence[StageConfig], distill: DistillConfig | None = None) -> "TrainObjective":
     """The train step's loss for a run of ``stages``: cross-entropy (SFT), or with a ``distill``
     config LR-ESD on the stages whose feature converter is ``encdec_teacher`` and cross-entropy on
-    the others (``onesearch_jax.train.distill.make_train_loss``)."""
-    from onesearch_jax.train.distill import make_train_loss  # jax: only training jobs load it
+    the others, with the EMA teacher that ``mode="ema"`` needs
+    (``onesearch_jax.train.distill.make_train_objective``)."""
+    from onesearch_jax.train.distill import make_train_objective  # jax: only training jobs load it
 
-    return make_train_loss(distill, stages)
+    return make_train_objective(distill, stages)

@@ -238,7 +238,7 @@ def cmd_train(args: Sequence[str]) -> int:
     total = config.total_steps
     optimizer = _configured_optimizer(total)
     setup, checkpoints = _train_setup(config, optimizer.num_microbatches)
-    loss_fn = configured_train_loss(config.stages)  # a bad DistillConfig fails here, before anything is compiled
+    objective = configured_train_loss(config.stages)  # a bad DistillConfig fails here, before anything is compiled
     from onesearch_jax.models.encoder_decoder import param_count
     from onesearch_jax.train.preemption import PreemptionWatcher
     from onesearch_jax.train.run import train_run
@@ -248,7 +248,8 @@ def cmd_train(args: Sequence[str]) -> int:
           f"(embedding {setup.model_config.vocab_size}); mesh {dict(setup.mesh.shape)}; batch {config.batch_size}; "
           f"stages: {stages} steps; model dir {config.model_dir}")  # fmt: skip
     with PreemptionWatcher(deadline_seconds=config.preemption_deadline_seconds) as watcher:
-        result = train_run(setup, optimizer_config=optimizer, checkpoint_config=checkpoints, loss_fn=loss_fn,
+        result = train_run(setup, optimizer_config=optimizer, checkpoint_config=checkpoints,
+                           loss_fn=objective.loss_fn, ema_teacher=objective.ema_teacher,
                            run_meta={"gin_config": gin.config_str()}, watcher=watcher)  # fmt: skip
     if result.step == result.start_step:
         print(f"nothing to do: the run is complete at step {result.step} (of {total}) in {config.model_dir}")

@@ -144,6 +144,31 @@ def branch(config: AblationConfig, seed: int, row: AblationRow) -> Path | None:
     return Path(shutil.copytree(source, target / source.name))
 
 
+def check_trained(run_dir: Path) -> int:
+    """The run's final step, after checking that its training reached it.
+
+    ``onesearch train`` exits 0 after a SIGTERM once its checkpoint has landed (a preempted run is
+    resumed by running it again), so a clean exit does not mean a finished run: the latest
+    checkpoint must be the curriculum's last step (the stages' ``num_steps`` in ``run.json``).
+
+    Raises:
+        RuntimeError: the latest checkpoint is short of the last step (the run was stopped); running
+            the ablation again resumes it.
+        FileNotFoundError: the run wrote no ``run.json``.
+    """
+    with open(run_dir / "run.json") as f:
+        total = sum(int(stage["num_steps"]) for stage in json.load(f)["stages"])
+    checkpoints = run_dir / "checkpoints"
+    steps = [int(p.name) for p in checkpoints.iterdir() if p.name.isdigit()] if checkpoints.is_dir() else []
+    latest = max(steps, default=0)
+    if latest != total:
+        raise RuntimeError(
+            f"{run_dir}: training stopped at step {latest} of {total} (preempted or interrupted), so it is not "
+            "evaluated; run the ablation again to resume it"
+        )
+    return total
+
+
 def latest_metrics(run_dir: Path) -> tuple[int, dict[str, Any]]:
     """``(step, metrics.json)`` of the latest evaluated step under ``run_dir/eval``.
 
@@ -185,6 +210,7 @@ def run_ablation(config: AblationConfig, *, runner: Runner = _run) -> list[Path]
             branch(config, seed, row)
             train = train_command(config, seed, row)
             runner(train)
+            check_trained(run_dir)
             runner(eval_command(config, seed, row))
             step, _ = latest_metrics(run_dir)
             record = {"row": row.name, "seed": seed, "eval_step": step, "train": train}

@@ -1,9 +1,15 @@
 """Orbax checkpoints of the train state, saved with the data position: async, keep-last-K and best-by-metric.
 
-One :class:`Checkpointer` wraps one ``ocp.CheckpointManager`` whose step directories hold three items:
+One :class:`Checkpointer` wraps one ``ocp.CheckpointManager`` whose step directories hold three or
+four items:
 
-- ``state``: the :class:`~onesearch_jax.train.state.TrainState` pytree, written sharded (each host
-  writes its shards) and restored onto the target shardings (each host reads only its shards);
+- ``state``: the :class:`~onesearch_jax.train.state.TrainState`'s step, parameters, optimizer state
+  and RNG key (a dict of them), written sharded (each host writes its shards) and restored onto the
+  target shardings (each host reads only its shards);
+- ``teacher``: the state's EMA teacher parameters, when it has them (LR-ESD ``ema`` mode), sharded
+  like ``state``. An item of its own keeps ``state`` the same whether or not a run has a teacher:
+  any run restores another's parameters and optimizer state, and a run with a teacher that restores
+  a checkpoint written without one gets ``teacher=None`` and decides (``train_run``);
 - ``data``: JSON, the data iterator state (``ResumableBatches.state()``), so a restart resumes the
   stream where the checkpointed step left it;
 - ``meta``: JSON, the library versions, the RNG key implementation and caller-given fields.
@@ -68,7 +74,8 @@ __all__ = [
 ]
 
 FORMAT_VERSION = 1
-_ITEMS = ("state", "data", "meta")
+_ITEMS = ("state", "data", "meta", "teacher")
+_CORE_FIELDS = ("step", "params", "opt_state", "rng")  # the ``state`` item: TrainState without its teacher
 
 
 class CheckpointWriteError(OSError):
@@ -78,11 +85,11 @@ class CheckpointWriteError(OSError):
 def checkpoint_bytes(state: TrainState) -> int:
     """An upper estimate of one checkpoint of ``state`` (concrete or abstract) on disk, in bytes.
 
-    The parameters and optimizer state at their dtypes' sizes plus 10% (orbax compresses them with
+    The parameters, optimizer state and teacher at their dtypes' sizes plus 10% (orbax compresses them with
     zstd; trained float32 values barely shrink), and 2 KiB per array for orbax's metadata (measured:
     0.9 to 1.1 KiB per array).
     """
-    leaves = jax.tree.leaves((state.params, state.opt_state))
+    leaves = jax.tree.leaves((state.params, state.opt_state, state.teacher))
     raw = sum(math.prod(x.shape) * x.dtype.itemsize for x in leaves)
     return int(raw * 1.1) + 2048 * len(leaves)
 
@@ -120,6 +127,12 @@ def abstract_train_state(state: TrainState, shardings: TrainState | None = None)
             lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)), state
         )
     return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, shardings)
+
+
+def _core(state: TrainState) -> dict[str, Any]:
+    """The ``state`` item: the state's fields other than its teacher, as a dict (the layout a
+    ``TrainState`` without a teacher field had on disk, so older checkpoints restore unchanged)."""
+    return {name: getattr(state, name) for name in _CORE_FIELDS}
 
 
 def _versions() -> dict[str, str]:
@@ -224,13 +237,16 @@ class Checkpointer:
         if not force and not self._manager.should_save(step):
             return False
         impl = str(jax.random.key_impl(state.rng))
-        stored = state.replace(rng=jax.random.key_data(state.rng))
+        stored = _core(state.replace(rng=jax.random.key_data(state.rng)))
         meta = {**self._meta, "format": FORMAT_VERSION, "step": step, "rng_impl": impl, "versions": _versions()}
-        args = ocp.args.Composite(
-            state=ocp.args.StandardSave(stored),
-            data=ocp.args.JsonSave(dict(data_state)),
-            meta=ocp.args.JsonSave(meta),
-        )
+        items = {
+            "state": ocp.args.StandardSave(stored),
+            "data": ocp.args.JsonSave(dict(data_state)),
+            "meta": ocp.args.JsonSave(meta),
+        }
+        if state.teacher is not None:
+            items["teacher"] = ocp.args.StandardSave(state.teacher)
+        args = ocp.args.Composite(**items)
         try:
             started = self._manager.save(
                 step, args=args, metrics=metrics if self.config.keep_best else None, force=True
@@ -410,6 +426,11 @@ class Checkpointer:
                 (:func:`abstract_train_state`), or a concrete state whose shapes, dtypes and
                 shardings are used. Each host reads only the shards these shardings give it.
 
+        Returns:
+            ``(state, data state)``. The state has a teacher when ``abstract_state`` has one and the
+            checkpoint holds one; otherwise ``teacher`` is None (a teacher on disk that the target
+            lacks is not read).
+
         Raises:
             FileNotFoundError: no (intact) checkpoint in the directory, or not ``step`` (naming what exists).
             ValueError: ``step`` does not match its checksums (the file is named).
@@ -418,17 +439,19 @@ class Checkpointer:
         target = abstract_train_state(abstract_state)
         rng_target = jax.eval_shape(jax.random.key_data, target.rng)
         rng_target = jax.ShapeDtypeStruct(rng_target.shape, rng_target.dtype, sharding=target.rng.sharding)
-        restored = self._manager.restore(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(target.replace(rng=rng_target)),
-                data=ocp.args.JsonRestore(),
-                meta=ocp.args.JsonRestore(),
-            ),
-        )
+        items = {
+            "state": ocp.args.StandardRestore(_core(target.replace(rng=rng_target))),
+            "data": ocp.args.JsonRestore(),
+            "meta": ocp.args.JsonRestore(),
+        }
+        with_teacher = target.teacher is not None and (self._step_dir(step) / "teacher").is_dir()
+        if with_teacher:
+            items["teacher"] = ocp.args.StandardRestore(target.teacher)
+        restored = self._manager.restore(step, args=ocp.args.Composite(**items))
         meta = restored["meta"]
-        state = restored["state"]
-        state = state.replace(rng=jax.random.wrap_key_data(state.rng, impl=meta["rng_impl"]))
+        core = dict(restored["state"])
+        core["rng"] = jax.random.wrap_key_data(core["rng"], impl=meta["rng_impl"])
+        state = TrainState(**core, teacher=restored["teacher"] if with_teacher else None)
         return state, dict(restored["data"])
 
     def restore_params(self, step: int | None = None, *, abstract_params: Any) -> Any:

@@ -25,6 +25,10 @@ Choices where the paper leaves room:
 * The teacher pass runs in train mode (dropout on, its own dropout key), as the public code does:
   one model in train mode reads both inputs. Its logits enter ``L_KL`` under ``stop_gradient``, so
   the teacher input's gradient comes only from ``teacher_ce_weight``.
+* ``mode="ema"``: the teacher pass reads the teacher input with the EMA teacher's parameters, which
+  the train step passes as ``teacher=`` (``onesearch_jax/train/ema.py``), without dropout: those
+  parameters get no gradient, so dropout would only add noise to the target. ``teacher_ce`` is then
+  a metric only (``teacher_ce_weight`` must be 0).
 * R-Drop's second pass runs on the student input with other dropout masks; it enters the loss only
   through ``L_R`` (Eq. 6; the R-Drop paper also adds the second pass's cross-entropy), and gradients
   flow through both passes. The perturbed FGM pass does not take part in ``L_R``.
@@ -38,6 +42,7 @@ Choices where the paper leaves room:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -45,11 +50,20 @@ from flax import nnx
 
 from onesearch_jax.train.adversarial import fgm_losses
 from onesearch_jax.train.distill_config import DistillConfig
+from onesearch_jax.train.ema import EmaTeacher
 from onesearch_jax.train.losses import focal_cross_entropy, symmetric_kl, token_kl
 from onesearch_jax.train.run_config import StageConfig
 from onesearch_jax.train.step import Batch, LossFn, LossOutput, cross_entropy_loss, token_cross_entropy
 
-__all__ = ["DISTILL_METRICS", "DistillConfig", "make_distill_loss", "make_train_loss"]
+__all__ = [
+    "DISTILL_METRICS",
+    "DistillConfig",
+    "TrainObjective",
+    "make_distill_loss",
+    "make_ema_teacher",
+    "make_train_loss",
+    "make_train_objective",
+]
 
 TEACHER_FEATURE = "teacher_encoder_input_tokens"
 TEACHER_CONVERTER = "encdec_teacher"
@@ -83,12 +97,13 @@ def _student_objective(config: DistillConfig) -> Callable[[jax.Array, jax.Array,
 def make_distill_loss(config: DistillConfig) -> LossFn:
     """The LR-ESD loss ``L`` of the module docstring, as a ``LossFn`` for ``make_train_step``.
 
-    ``loss_fn(model, batch, *, rng, deterministic) -> LossOutput`` reads the seqio EncDec features
-    and, when ``config.uses_teacher``, ``teacher_encoder_input_tokens`` (the ``encdec_teacher``
-    feature converter). ``model`` is an ``EncoderDecoder`` (FGM needs its ``embed_inputs`` and
-    ``encoder_input_embeddings``). Passes run only for the terms that are on: student (always),
-    teacher (``alpha_kl`` or ``teacher_ce_weight``), second student (``rdrop_alpha``), perturbed
-    student (``fgm_epsilon``).
+    ``loss_fn(model, batch, *, rng, deterministic, teacher=None) -> LossOutput`` reads the seqio
+    EncDec features and, when ``config.uses_teacher``, ``teacher_encoder_input_tokens`` (the
+    ``encdec_teacher`` feature converter). ``model`` is an ``EncoderDecoder`` (FGM needs its
+    ``embed_inputs`` and ``encoder_input_embeddings``); ``teacher`` is the EMA teacher's model
+    (``mode="ema"`` only; the train step passes it). Passes run only for the terms that are on:
+    student (always), teacher (``alpha_kl`` or ``teacher_ce_weight``), second student
+    (``rdrop_alpha``), perturbed student (``fgm_epsilon``).
 
     Returns:
         The loss function. Its ``LossOutput`` has ``loss_sum`` = ``L`` and ``weight_sum`` = the sum
@@ -102,20 +117,36 @@ def make_distill_loss(config: DistillConfig) -> LossFn:
 
     Raises:
         ValueError: (when traced) the batch lacks ``teacher_encoder_input_tokens`` but the config
-            needs the teacher pass; the message names the feature converter to use.
+            needs the teacher pass (the message names the feature converter to use); ``mode="ema"``
+            without a ``teacher`` model, or ``"joint"`` with one.
     """
     student_objective = _student_objective(config)
 
-    def loss_fn(model: nnx.Module, batch: Batch, *, rng: jax.Array | None, deterministic: bool) -> LossOutput:
+    def loss_fn(
+        model: nnx.Module,
+        batch: Batch,
+        *,
+        rng: jax.Array | None,
+        deterministic: bool,
+        teacher: nnx.Module | None = None,
+    ) -> LossOutput:
         targets, weights = batch["decoder_target_tokens"], batch["decoder_loss_weights"]
         student_tokens = batch["encoder_input_tokens"]
+        if (config.mode == "ema") != (teacher is not None):
+            raise ValueError(
+                f"DistillConfig.mode={config.mode!r} {'needs' if teacher is None else 'takes no'} teacher model: "
+                "an 'ema' run's train state carries the EMA teacher (train_run(ema_teacher=make_ema_teacher(...)))"
+            )
 
         def forward(encoder_tokens: jax.Array, key: jax.Array | None, **embeddings: jax.Array) -> jax.Array:
             return model(encoder_tokens, batch["decoder_input_tokens"], decoder_target_tokens=targets,
                          deterministic=deterministic, rngs=key, **embeddings)  # fmt: skip
 
         teacher_logits = None
-        if config.uses_teacher:
+        if teacher is not None:
+            teacher_logits = teacher(_teacher_tokens(batch, config), batch["decoder_input_tokens"],
+                                     decoder_target_tokens=targets, deterministic=True)  # fmt: skip
+        elif config.uses_teacher:
             teacher_logits = forward(_teacher_tokens(batch, config), _pass_key(rng, _TEACHER_PASS))
 
         def base(student_logits: jax.Array) -> tuple[jax.Array, tuple[jax.Array, LossOutput, jax.Array | None]]:
@@ -187,11 +218,39 @@ def make_train_loss(config: DistillConfig | None, stages: Sequence[StageConfig])
         )
     distill = make_distill_loss(config)
 
-    def loss_fn(model: nnx.Module, batch: Batch, *, rng: jax.Array | None, deterministic: bool) -> LossOutput:
+    def loss_fn(
+        model: nnx.Module,
+        batch: Batch,
+        *,
+        rng: jax.Array | None,
+        deterministic: bool,
+        teacher: nnx.Module | None = None,
+    ) -> LossOutput:
         if TEACHER_FEATURE in batch:
-            return distill(model, batch, rng=rng, deterministic=deterministic)
+            return distill(model, batch, rng=rng, deterministic=deterministic, teacher=teacher)
         out = cross_entropy_loss(model, batch, rng=rng, deterministic=deterministic)
         zeros = dict.fromkeys(DISTILL_METRICS, jnp.zeros((), jnp.float32))
         return out._replace(metrics={**zeros, **out.metrics, "student_ce": out.metrics["cross_entropy"]})
 
     return loss_fn
+
+
+def make_ema_teacher(config: DistillConfig | None, stages: Sequence[StageConfig]) -> EmaTeacher | None:
+    """The EMA teacher a run needs: ``config.ema_decay`` over the stages that distil, or None
+    (no ``config``, or ``mode="joint"``)."""
+    if config is None or config.mode != "ema":
+        return None
+    names = [stage.name for stage in stages if stage.feature_converter == TEACHER_CONVERTER]
+    return EmaTeacher(decay=config.ema_decay, stages=names) if names else None
+
+
+class TrainObjective(NamedTuple):
+    """What ``train_run`` takes from a run's loss configuration: the loss and, in ``ema`` mode, the teacher."""
+
+    loss_fn: LossFn
+    ema_teacher: EmaTeacher | None = None
+
+
+def make_train_objective(config: DistillConfig | None, stages: Sequence[StageConfig]) -> TrainObjective:
+    """``TrainObjective(make_train_loss(config, stages), make_ema_teacher(config, stages))``."""
+    return TrainObjective(make_train_loss(config, stages), make_ema_teacher(config, stages))

@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
-DISTILL_MODES = ("joint",)
+DISTILL_MODES = ("joint", "ema")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -22,15 +22,22 @@ class DistillConfig:
     Attributes:
         mode: where the teacher's parameters come from. ``joint``: the student's own parameters
             (one model reads the teacher input with keywords and the student input without, in
-            one step). ``ema`` (an exponential-moving-average copy of the student as teacher)
-            lands with the train-state change that carries the copy; it is refused until then.
+            one step). ``ema``: an exponential moving average of the student's parameters, kept
+            in the train state and sharded like them (``onesearch_jax/train/ema.py``); it restarts
+            from the student at the start of each distillation stage and reads the teacher input
+            without dropout.
         alpha_kl: ``alpha_KL``, the weight of the distillation term ``L_KL`` (Eq. 4-5); the paper
             uses 0.1. 0 trains the student on cross-entropy alone.
         temperature: ``tau`` of ``L_KL``: both distributions are ``softmax(z / tau)`` and the term is
             scaled by ``tau^2``; the paper uses 1.
         teacher_ce_weight: weight of the teacher pass's own cross-entropy (the only term whose
             gradient reaches the parameters through the teacher input; ``L_KL`` holds the teacher
-            under ``stop_gradient``). 0 leaves the teacher path untrained by this stage.
+            under ``stop_gradient``). 0 leaves the teacher path untrained by this stage. Must be 0
+            in ``ema`` mode, whose teacher parameters are not trained (``teacher_ce`` is still
+            reported).
+        ema_decay: ``d`` of the EMA teacher, ``theta_T <- d theta_T + (1 - d) theta_S`` after
+            every update (``ema`` mode; ignored in ``joint``); the teacher averages about the
+            last ``1 / (1 - d)`` steps.
         rdrop_alpha: ``alpha_R``, the weight of R-Drop's symmetric KL between two student passes
             with different dropout masks (Eq. 6); the paper uses 0.5. Needs a dropout rate > 0 in
             the model to have any effect.
@@ -48,19 +55,28 @@ class DistillConfig:
     rdrop_alpha: float = 0.0
     fgm_epsilon: float = 0.0
     focal_gamma: float = 0.0
+    ema_decay: float = 0.999
 
     def __post_init__(self) -> None:
         if self.mode not in DISTILL_MODES:
-            raise ValueError(
-                f"DistillConfig.mode must be one of {DISTILL_MODES}, got {self.mode!r} "
-                "('ema' comes with the train state that carries the teacher's parameters)"
-            )
+            raise ValueError(f"DistillConfig.mode must be one of {DISTILL_MODES}, got {self.mode!r}")
         for name in ("alpha_kl", "temperature", "teacher_ce_weight", "rdrop_alpha", "fgm_epsilon", "focal_gamma"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
                 raise ValueError(f"DistillConfig.{name} must be a finite number >= 0, got {value!r}")
         if self.temperature == 0:
             raise ValueError("DistillConfig.temperature must be > 0, got 0")
+        decay = self.ema_decay
+        if isinstance(decay, bool) or not isinstance(decay, int | float) or not 0 < decay < 1:
+            raise ValueError(f"DistillConfig.ema_decay must be in (0, 1), got {decay!r}")
+        if self.mode == "ema":
+            if self.alpha_kl == 0:
+                raise ValueError("DistillConfig.mode='ema' distils from the EMA teacher: alpha_kl must be > 0, got 0")
+            if self.teacher_ce_weight != 0:
+                raise ValueError(
+                    f"DistillConfig.mode='ema' trains no teacher parameters, so teacher_ce_weight must be 0, got "
+                    f"{self.teacher_ce_weight!r} (gin/runs/lr_esd_ema.gin sets it)"
+                )
 
     @property
     def uses_teacher(self) -> bool:

@@ -39,6 +39,7 @@ from onesearch_jax.train.checkpoints import (
     check_writable,
     checkpoint_bytes,
 )
+from onesearch_jax.train.ema import EmaTeacher, add_teacher, make_teacher_restart
 from onesearch_jax.train.metrics_writer import MetricsWriter
 from onesearch_jax.train.optimizer_config import OptimizerConfig
 from onesearch_jax.train.optimizers import make_optimizer
@@ -170,8 +171,17 @@ def _stream_config(setup: RunSetup, stage: StageConfig, index: int) -> BatchConf
     )
 
 
-def stages_of(setup: RunSetup) -> list[Stage]:
-    """The curriculum as the loop sees it: each stage opens its resumable stream at a position."""
+def stages_of(setup: RunSetup, on_start: Mapping[str, Callable[[Any], Any]] | None = None) -> list[Stage]:
+    """The curriculum as the loop sees it: each stage opens its resumable stream at a position.
+
+    Args:
+        setup: the run.
+        on_start: ``stage name -> (state -> state)`` run before that stage's first step.
+    """
+    on_start = dict(on_start or {})
+    unknown = sorted(set(on_start) - {stage.name for stage in setup.config.stages})
+    if unknown:
+        raise ValueError(f"on_start names stages {unknown} that the run does not have")
     out = []
     for index, stage in enumerate(setup.config.stages):
         batch_config = _stream_config(setup, stage, index)
@@ -185,7 +195,8 @@ def stages_of(setup: RunSetup) -> list[Stage]:
                                  f"not match its step ({position} steps into the stage)")  # fmt: skip
             return stream
 
-        out.append(Stage(name=stage.name, num_steps=stage.num_steps, open=open_stream))
+        hook = on_start.get(stage.name)
+        out.append(Stage(name=stage.name, num_steps=stage.num_steps, open=open_stream, on_start=hook))
     return out
 
 
@@ -276,6 +287,7 @@ def train_run(
     optimizer_config: OptimizerConfig,
     checkpoint_config: CheckpointConfig,
     loss_fn: LossFn = cross_entropy_loss,
+    ema_teacher: EmaTeacher | None = None,
     run_meta: Mapping[str, Any] | None = None,
     watcher: PreemptionWatcher | None = None,
 ) -> LoopResult:
@@ -287,6 +299,11 @@ def train_run(
         checkpoint_config: where and how often to checkpoint (usually ``model_dir/checkpoints``).
         loss_fn: the train loss (``cross_entropy_loss``: SFT; ``distill.make_train_loss``: LR-ESD).
             Evaluation always reports the student's cross-entropy.
+        ema_teacher: the EMA teacher of an LR-ESD ``ema`` run (``distill.make_ema_teacher``): the
+            state carries it, the step updates it, and it restarts from the student at the start
+            of each of its stages. A checkpoint written without one (e.g. an SFT run's, branched)
+            is restored with the teacher set to its parameters, unless the step falls inside one
+            of the teacher's stages, whose teacher is then lost.
         run_meta: extra fields stored with every checkpoint (e.g. the gin config).
         watcher: preemption signals (the loop saves and returns on one).
 
@@ -294,7 +311,8 @@ def train_run(
         PermissionError: the model directory is not writable (before anything is built).
         CheckpointWriteError: too little free space for the checkpoints the run keeps (before
             anything is allocated), or a checkpoint that could not be written.
-        ValueError: the checkpoint there is of another model or another data curriculum.
+        ValueError: the checkpoint there is of another model or another data curriculum, or has no
+            EMA teacher while its step is inside a stage that reads one.
         NonFiniteError: a non-finite step that ``config.nonfinite_policy`` does not skip.
     """
     config = setup.config
@@ -303,8 +321,10 @@ def train_run(
     partitioning.check_batch_size(config.batch_size, setup.mesh, num_microbatches=optimizer.num_microbatches,
                                   rules=setup.rules)  # fmt: skip
     checkpointer = Checkpointer(checkpoint_config, meta={**setup.meta(), **(run_meta or {})})
+    with_teacher = ema_teacher is not None
     graphdef, abstract, shardings, init = abstract_init(setup.model_fn, optimizer, setup.mesh, setup.rules,
-                                                        seed=config.seed)  # fmt: skip
+                                                        seed=config.seed, with_teacher=with_teacher)  # fmt: skip
+    restart = make_teacher_restart(shardings) if with_teacher else None
     latest = checkpointer.latest_intact_step()  # a corrupt newer step is reported and set aside
     checkpointer.check_free_space(checkpoint_bytes(abstract))
     data_state = None
@@ -313,8 +333,11 @@ def train_run(
     else:
         _check_meta(checkpointer.restore_meta(latest), setup, checkpointer.directory)
         state, data_state = checkpointer.restore(latest, abstract_state=abstract_train_state(abstract, shardings))
+        if with_teacher and state.teacher is None:
+            _check_teacher_restart(config.stages, latest, ema_teacher, checkpointer.directory)
+            state = add_teacher(state, shardings)
     train_step = make_train_step(graphdef, optimizer, setup.mesh, setup.rules, state_shardings=shardings,
-                                 loss_fn=loss_fn)  # fmt: skip
+                                 loss_fn=loss_fn, ema_decay=ema_teacher.decay if with_teacher else None)  # fmt: skip
     evaluate = None
     if config.eval_tasks:
         evaluate_params = make_evaluator(setup, graphdef, shardings.params)
@@ -330,13 +353,27 @@ def train_run(
                       max_nonfinite_steps=config.max_nonfinite_steps)  # fmt: skip
     try:
         return train_loop(
-            state, stages=stages_of(setup), train_step=train_step,
+            state, stages=stages_of(setup, {name: restart for name in ema_teacher.stages} if restart else None),
+            train_step=train_step,
             shard=lambda batch: partitioning.shard_batch(batch, setup.mesh, setup.rules), config=loop,
             checkpointer=checkpointer, writer=writer, evaluate=evaluate, watcher=watcher, data_state=data_state,
         )  # fmt: skip
     finally:
         writer.close()
         checkpointer.close()
+
+
+def _check_teacher_restart(stages: Sequence[StageConfig], step: int, ema_teacher: EmaTeacher, directory: Any) -> None:
+    """Raises ValueError when ``step`` is inside one of the EMA teacher's stages (past its first step)."""
+    start = 0
+    for stage in stages:
+        if start < step < start + stage.num_steps and stage.name in ema_teacher.stages:
+            raise ValueError(
+                f"the checkpoint at step {step} in {directory} has no EMA teacher, but step {step} is inside stage "
+                f"{stage.name!r} (steps {start}-{start + stage.num_steps}), which distils from one: the teacher "
+                "cannot be rebuilt there; resume from a checkpoint at or before the stage's start"
+            )
+        start += stage.num_steps
 
 
 def _write_run_files(setup: RunSetup, run_meta: Mapping[str, Any] | None) -> None:

@@ -9,9 +9,11 @@ merges them back inside ``jax.jit``:
     model = state.model(graphdef)          # nnx.merge(graphdef, state.params)
 
 Everything in the state is an array, so it can be sharded (``train_state_shardings``), donated to
-the jitted step, and saved by orbax as is; teacher (EMA) and reference (GRPO) parameters are other
-``nnx.State`` trees with the same shardings. ``init_train_state`` builds a state directly sharded
-over a mesh (T5X's ``Partitioner``-driven init), without materialising it on one device first.
+the jitted step, and saved by orbax as is. LR-ESD's EMA teacher (``onesearch_jax/train/ema.py``) is
+another ``nnx.State`` of the same structure in ``TrainState.teacher``, sharded like the parameters
+(None in runs without one, so their pytree and checkpoints are unchanged). ``init_train_state``
+builds a state directly sharded over a mesh (T5X's ``Partitioner``-driven init), without
+materialising it on one device first.
 """
 
 from __future__ import annotations
@@ -71,12 +73,15 @@ class TrainState:
         opt_state: the optax state of ``optimizer.tx`` for ``params``.
         rng: a typed PRNG key (``jax.random.key``); the step derives its dropout keys from
             ``fold_in(rng, step)``, so a restored state replays the same randomness.
+        teacher: the EMA teacher's parameters (``params``' structure and shardings, float32), or
+            None when the run has no EMA teacher.
     """
 
     step: jax.Array
     params: nnx.State
     opt_state: optax.OptState
     rng: jax.Array
+    teacher: nnx.State | None = None
 
     @classmethod
     def create(
@@ -85,6 +90,7 @@ class TrainState:
         optimizer: Optimizer | optax.GradientTransformation,
         *,
         rng: int | jax.Array = 0,
+        with_teacher: bool = False,
     ) -> tuple[nnx.GraphDef, TrainState]:
         """Splits ``model`` into (graphdef, state at step 0), like ``nnx.split``.
 
@@ -92,11 +98,16 @@ class TrainState:
             model: the model (its parameters are copied into the state, not shared).
             optimizer: an ``Optimizer`` or an optax transformation.
             rng: seed or typed key for dropout.
+            with_teacher: give the state an EMA teacher, a copy of the parameters.
         """
         graphdef, params = split_params(model)
         params = jax.tree.map(jnp.array, params)
         return graphdef, cls(
-            step=jnp.zeros((), jnp.int32), params=params, opt_state=_tx(optimizer).init(params), rng=_as_key(rng)
+            step=jnp.zeros((), jnp.int32),
+            params=params,
+            opt_state=_tx(optimizer).init(params),
+            rng=_as_key(rng),
+            teacher=jax.tree.map(jnp.array, params) if with_teacher else None,
         )
 
     def model(self, graphdef: nnx.GraphDef) -> nnx.Module:
@@ -113,8 +124,8 @@ def train_state_shardings(
 ) -> TrainState:
     """A ``TrainState`` of ``NamedSharding`` s for ``state`` (concrete or ``jax.eval_shape``-abstract).
 
-    Parameters follow ``rules``; optimizer moments follow their parameter; step, counts and the RNG
-    key are replicated.
+    Parameters and the teacher follow ``rules``; optimizer moments follow their parameter; step,
+    counts and the RNG key are replicated.
 
     Raises:
         ValueError: unknown logical axes, bad rules, or parameter dimensions the mesh cannot divide.
@@ -126,6 +137,7 @@ def train_state_shardings(
         params=params,
         opt_state=partitioning.optimizer_state_shardings(state.opt_state, state.params, params, mesh),
         rng=replicated,
+        teacher=None if state.teacher is None else params,
     )
 
 
@@ -148,13 +160,15 @@ def abstract_init(
     rules: Sequence[tuple[str, partitioning.MeshAxes]],
     *,
     seed: int = 0,
+    with_teacher: bool = False,
 ) -> tuple[nnx.GraphDef, TrainState, TrainState, Callable[[], TrainState]]:
     """The state's structure without allocating it: (graphdef, abstract state, shardings, init).
 
     The state is traced abstractly (``jax.eval_shape``; nothing allocated) and its shardings derived
     from the parameters' logical axes. ``init()`` then writes each shard where it belongs with a
     jitted initialiser (``out_shardings``), as T5X's partitioned init does; a run that resumes from a
-    checkpoint restores into the abstract state instead and never calls it.
+    checkpoint restores into the abstract state instead and never calls it. ``with_teacher`` adds an
+    EMA teacher equal to the initial parameters.
 
     Raises:
         ValueError: from the shardings: unknown logical axes, or dimensions the mesh cannot divide
@@ -169,7 +183,9 @@ def abstract_init(
             model = model_fn(nnx.Rngs(params=params_key))
         graphdef, params = split_params(model)
         captured["graphdef"] = graphdef
-        return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), rng=dropout_key)
+        teacher = jax.tree.map(jnp.copy, params) if with_teacher else None
+        return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), rng=dropout_key,
+                          teacher=teacher)  # fmt: skip
 
     key = jax.random.key(seed)
     abstract = jax.eval_shape(state_only, key)
@@ -189,6 +205,7 @@ def init_train_state(
     rules: Sequence[tuple[str, partitioning.MeshAxes]],
     *,
     seed: int = 0,
+    with_teacher: bool = False,
 ) -> tuple[nnx.GraphDef, TrainState, TrainState]:
     """Initialises the model and optimizer directly sharded over ``mesh`` (works multi-host).
 
@@ -200,9 +217,10 @@ def init_train_state(
         mesh: the device mesh.
         rules: logical-axis rules.
         seed: parameter seed; the dropout key is derived from it.
+        with_teacher: add an EMA teacher (a copy of the initial parameters).
 
     Returns:
         (graphdef, state, state shardings).
     """
-    graphdef, _, shardings, init = abstract_init(model_fn, optimizer, mesh, rules, seed=seed)
+    graphdef, _, shardings, init = abstract_init(model_fn, optimizer, mesh, rules, seed=seed, with_teacher=with_teacher)
     return graphdef, init(), shardings

@@ -37,6 +37,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from onesearch_jax.models import partitioning
+from onesearch_jax.train.ema import ema_update
 from onesearch_jax.train.optimizers import Optimizer
 from onesearch_jax.train.state import TrainState
 
@@ -66,7 +67,9 @@ class LossOutput(NamedTuple):
 class LossFn(Protocol):
     """``loss_fn(model, batch, *, rng, deterministic) -> LossOutput`` (T5X: ``BaseModel.loss_fn``).
 
-    ``rng`` is a typed key for dropout (None when ``deterministic``).
+    ``rng`` is a typed key for dropout (None when ``deterministic``). When the train state carries
+    an EMA teacher, the train step also passes ``teacher=`` the model with the teacher's parameters
+    (under ``stop_gradient``); only losses that read a teacher are used with such states.
     """
 
     def __call__(
@@ -232,13 +235,17 @@ def make_train_step(
     loss_fn: LossFn = cross_entropy_loss,
     donate_state: bool = True,
     skip_nonfinite: bool = True,
+    ema_decay: float | None = None,
 ) -> CompiledStep:
     """Builds ``step(state, batch) -> (state, metrics)``, jitted with explicit shardings.
 
     One step: split the batch into ``optimizer.num_microbatches`` microbatches and ``lax.scan`` over
     them, summing float32 gradients of ``loss_fn``'s ``loss_sum`` and its ``LossOutput`` sums; divide
     by the total weight; take the global gradient norm; apply ``optimizer.tx`` (clipping included),
-    unless the loss or a gradient is not finite (see the module docstring).
+    unless the loss or a gradient is not finite (see the module docstring). With an EMA teacher in
+    the state, ``loss_fn`` also gets ``teacher=`` its model (no gradient reaches it), and after the
+    update the teacher moves towards the new parameters (``ema.ema_update``; a skipped step leaves it
+    too as it was).
 
     Args:
         graphdef: the model's static structure (``TrainState.create`` / ``init_train_state``).
@@ -253,6 +260,8 @@ def make_train_step(
         skip_nonfinite: keep the parameters and optimizer state of a step whose loss or gradients
             are not finite. False applies every update as computed, NaNs included (the unguarded
             step, for comparisons); the metrics report non-finite steps either way.
+        ema_decay: the EMA teacher's decay; required exactly when the state has a teacher
+            (``state_shardings.teacher`` is not None).
 
     Returns:
         A ``CompiledStep``. Metrics (replicated scalars, float32 unless said): ``loss`` (per weighted
@@ -260,16 +269,30 @@ def make_train_step(
         token), ``grad_norm`` (before clipping), ``learning_rate`` (the schedule at ``state.step``),
         ``num_tokens`` (sum of loss weights), ``nonfinite`` and ``nonfinite_loss`` (1.0 or 0.0) and
         ``first_nonfinite_grad`` (int32 leaf index into :func:`param_paths`, or -1).
+
+    Raises:
+        ValueError: ``ema_decay`` is given for a state without a teacher, or missing for one with a
+            teacher.
     """
+    with_teacher = state_shardings.teacher is not None
+    if with_teacher != (ema_decay is not None):
+        raise ValueError(
+            "make_train_step: ema_decay must be given exactly when the train state has an EMA teacher "
+            f"(the state {'has' if with_teacher else 'has no'} teacher, ema_decay={ema_decay!r})"
+        )
     rules = tuple(rules)
     partitioning.validate_rules(rules, mesh.axis_names)
     k = optimizer.num_microbatches
     batch_axes = partitioning.batch_axes(rules)
     grad_shardings = state_shardings.params
 
-    def loss_and_grad(params: nnx.State, batch: Batch, rng: jax.Array) -> tuple[LossOutput, nnx.State]:
+    def loss_and_grad(
+        params: nnx.State, batch: Batch, rng: jax.Array, teacher: nnx.State | None
+    ) -> tuple[LossOutput, nnx.State]:
+        extra = {} if teacher is None else {"teacher": nnx.merge(graphdef, jax.lax.stop_gradient(teacher))}
+
         def loss(p: nnx.State) -> tuple[jax.Array, LossOutput]:
-            out = loss_fn(nnx.merge(graphdef, p), batch, rng=rng, deterministic=False)
+            out = loss_fn(nnx.merge(graphdef, p), batch, rng=rng, deterministic=False, **extra)
             return out.loss_sum, out
 
         (_, out), grads = jax.value_and_grad(loss, has_aux=True)(params)
@@ -278,19 +301,19 @@ def make_train_step(
     def step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
         rng = jax.random.fold_in(state.rng, state.step)
         if k == 1:
-            out, grads = loss_and_grad(state.params, batch, jax.random.fold_in(rng, 0))
+            out, grads = loss_and_grad(state.params, batch, jax.random.fold_in(rng, 0), state.teacher)
         else:
             micro = _split_microbatches(batch, k, mesh, batch_axes)
 
             def body(carry, xs):
                 acc_out, acc_grads = carry
                 index, mb = xs
-                out, grads = loss_and_grad(state.params, mb, jax.random.fold_in(rng, index))
+                out, grads = loss_and_grad(state.params, mb, jax.random.fold_in(rng, index), state.teacher)
                 acc_grads = jax.lax.with_sharding_constraint(jax.tree.map(jnp.add, acc_grads, grads), grad_shardings)
                 return (jax.tree.map(jnp.add, acc_out, out), acc_grads), None
 
             first = jax.tree.map(lambda x: x[0], micro)
-            out_shape, grads_shape = jax.eval_shape(loss_and_grad, state.params, first, rng)
+            out_shape, grads_shape = jax.eval_shape(loss_and_grad, state.params, first, rng, state.teacher)
             zeros = (
                 jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), out_shape),
                 jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), grads_shape),
@@ -308,10 +331,12 @@ def make_train_step(
         metrics[FIRST_NONFINITE_GRAD] = first_bad
         updates, opt_state = optimizer.tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
+        teacher = None if state.teacher is None else ema_update(state.teacher, params, ema_decay)
         if skip_nonfinite:
             keep = lambda new, old: jnp.where(finite, new, old)  # noqa: E731
             params, opt_state = jax.tree.map(keep, params, state.params), jax.tree.map(keep, opt_state, state.opt_state)
-        new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+            teacher = jax.tree.map(keep, teacher, state.teacher)
+        new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state, teacher=teacher)
         return new_state, metrics
 
     jitted = jax.jit(

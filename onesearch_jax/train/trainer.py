@@ -76,11 +76,15 @@ class Stage:
         open: ``open(position, saved)`` returns the stream positioned after ``position`` batches;
             ``saved`` is the stream state stored with the checkpoint (None on a fresh start), which
             ``open`` must check against ``position`` and its own configuration.
+        on_start: ``state -> state`` applied before the stage's first step (e.g. restarting the
+            EMA teacher from the student), also when a run resumes exactly at the stage's start,
+            never when it resumes inside the stage (the checkpoint already has its effect).
     """
 
     name: str
     num_steps: int
     open: Callable[[int, Mapping[str, Any] | None], BatchStream]
+    on_start: Callable[[Any], Any] | None = None
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -253,6 +257,8 @@ def train_loop(
             )
         saved = data_state.get("stream")
     stream = stages[index].open(position, saved)
+    if position == 0 and stages[index].on_start is not None:
+        state = stages[index].on_start(state)
     guard = _NonFiniteGuard(config, int(data_state.get(SKIPPED_NONFINITE, 0)) if data_state is not None else 0)
     bar = _progress(config, total, step)
     history: list[dict[str, jax.Array]] = []
@@ -269,6 +275,8 @@ def train_loop(
             if position == stages[index].num_steps:  # the next stage starts
                 index, position = index + 1, 0
                 stream = stages[index].open(0, None)
+                if stages[index].on_start is not None:
+                    state = stages[index].on_start(state)
             batch = next(stream)
             state, metrics = train_step(state, shard(batch))
             history.append(metrics)

@@ -46,8 +46,13 @@ def _metrics(hr: float, mrr: float, ambiguous: float) -> dict:
 class FakeRunner:
     """Writes a checkpoint per 200 steps (train) and the metrics of ``values[(seed, row)]`` (eval)."""
 
-    def __init__(self, values: dict[tuple[int, str], tuple[float, float, float]], fail_on: str | None = None):
-        self.values, self.fail_on, self.commands = values, fail_on, []
+    def __init__(
+        self,
+        values: dict[tuple[int, str], tuple[float, float, float]],
+        fail_on: str | None = None,
+        stop_at: dict[str, int] | None = None,
+    ):
+        self.values, self.fail_on, self.stop_at, self.commands = values, fail_on, stop_at or {}, []
 
     def __call__(self, command: list[str]) -> None:
         self.commands.append(command)
@@ -56,7 +61,11 @@ class FakeRunner:
         if command[1] == "train":
             if self.fail_on == row:
                 raise RuntimeError(f"training {row} was interrupted")
+            model_dir.mkdir(parents=True, exist_ok=True)
+            (model_dir / "run.json").write_text(json.dumps({"stages": [{"num_steps": 400}, {"num_steps": 200}]}))
             for step in (200, 400, 600):
+                if step > self.stop_at.get(row, 600):
+                    break  # a SIGTERM: the checkpoint at the stop lands and train exits 0
                 (model_dir / "checkpoints" / str(step)).mkdir(parents=True, exist_ok=True)
                 (model_dir / "checkpoints" / str(step) / "checksums.json").write_text(f'{{"step": {step}}}')
         else:
@@ -96,6 +105,19 @@ def test_rows_branch_from_the_baseline_checkpoint_and_finished_runs_are_skipped(
     assert run_ablation(config, runner=FakeRunner(values)) == []
     done = json.loads((tmp_path / "seed1" / "plus" / DONE_FILE).read_text())
     assert done["eval_step"] == 600 and done["seed"] == 1
+
+
+def test_a_run_stopped_short_of_its_last_step_is_not_evaluated(tmp_path):
+    values = {(0, r): (0.1, 0.05, 0.2) for r in ("base", "plus")}
+    config = AblationConfig(root=str(tmp_path), rows=ROWS, seeds=(0,), branch_step=400)
+    runner = FakeRunner(values, stop_at={"plus": 400})
+    with pytest.raises(RuntimeError, match=r"seed0/plus: training stopped at step 400 of 600"):
+        run_ablation(config, runner=runner)
+    assert [c[1] for c in runner.commands] == ["train", "eval", "train"]
+    assert not (tmp_path / "seed0" / "plus" / DONE_FILE).exists()
+    runner = FakeRunner(values)
+    assert [p.name for p in run_ablation(config, runner=runner)] == ["plus"]  # resumed, then evaluated
+    assert [c[1] for c in runner.commands] == ["train", "eval"]
 
 
 def test_a_missing_branch_checkpoint_is_an_error_naming_it(tmp_path):

@@ -8,6 +8,9 @@ fixed when jax initialises, so a test process that already imported jax cannot s
 Both runs start from the same parameters and see the same batches (placed with ``shard_batch``);
 the output holds both loss curves and the largest absolute differences of losses, parameters and
 Adam first moments (``mu`` = the gradients' moving average, i.e. the gradients themselves scaled).
+``--ema_decay D`` trains LR-ESD's ``ema`` mode instead (a teacher input in every batch, the EMA
+teacher in the state) and adds the teacher's difference and whether it is sharded like the
+parameters.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from flax import nnx
 from onesearch_jax.models import named_config
 from onesearch_jax.models.encoder_decoder import EncoderDecoder
 from onesearch_jax.models.partitioning import DEFAULT_RULES, MeshConfig, make_mesh, shard_batch
+from onesearch_jax.train.distill import DistillConfig, make_distill_loss
 from onesearch_jax.train.optimizers import OptimizerConfig, make_optimizer
 from onesearch_jax.train.state import TrainState, shard_train_state
 from onesearch_jax.train.step import make_train_step
@@ -63,21 +67,41 @@ def _flat(state: nnx.State) -> dict[str, np.ndarray]:
     return {"/".join(map(str, k)): np.asarray(v) for k, v in state.flat_state()}
 
 
-def run(kind: str, mesh_config: MeshConfig, devices: Sequence[jax.Device], *, steps: int, dropout: float):
-    """(losses, grad norms, params, Adam mu) after ``steps`` steps on ``devices``."""
+def run(
+    kind: str,
+    mesh_config: MeshConfig,
+    devices: Sequence[jax.Device],
+    *,
+    steps: int,
+    dropout: float,
+    ema_decay: float | None = None,
+):
+    """(losses, grad norms, params, Adam mu, teacher or None, teacher sharded like params) after ``steps`` steps."""
     optimizer = make_optimizer(OPTIMIZER)
     mesh = make_mesh(mesh_config, devices)
-    graphdef, state = TrainState.create(build_model(kind, dropout), optimizer, rng=0)
+    ema = ema_decay is not None
+    graphdef, state = TrainState.create(build_model(kind, dropout), optimizer, rng=0, with_teacher=ema)
     state, shardings = shard_train_state(state, mesh, DEFAULT_RULES)
-    step = make_train_step(graphdef, optimizer, mesh, DEFAULT_RULES, state_shardings=shardings)
+    loss = {}
+    if ema:
+        loss = {"loss_fn": make_distill_loss(DistillConfig(mode="ema", alpha_kl=0.5, ema_decay=ema_decay))}
+    step = make_train_step(graphdef, optimizer, mesh, DEFAULT_RULES, state_shardings=shardings, ema_decay=ema_decay,
+                           **loss)  # fmt: skip
     data = np.random.default_rng(0)
     losses, norms = [], []
     for _ in range(steps):
-        state, metrics = step(state, shard_batch(make_batch(data), mesh))
+        batch = make_batch(data)
+        if ema:
+            batch["teacher_encoder_input_tokens"] = make_batch(data, enc_len=24)["encoder_input_tokens"]
+        state, metrics = step(state, shard_batch(batch, mesh))
         losses.append(float(metrics["loss"]))
         norms.append(float(metrics["grad_norm"]))
     mu = state.opt_state[1][0].mu  # chain(clip, adamw=chain(scale_by_adam, ...)) -> ScaleByAdamState
-    return losses, norms, _flat(state.params), _flat(mu)
+    if not ema:
+        return losses, norms, _flat(state.params), _flat(mu), None, None
+    pairs = zip(jax.tree.leaves(state.teacher), jax.tree.leaves(state.params), strict=True)
+    placed_alike = all(t.sharding == p.sharding for t, p in pairs)
+    return losses, norms, _flat(state.params), _flat(mu), _flat(state.teacher), placed_alike
 
 
 def main() -> None:
@@ -86,17 +110,14 @@ def main() -> None:
     parser.add_argument("--mesh", default="2,2,2", help="data,fsdp,tensor")
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--dropout", type=float, default=0.0)
+    parser.add_argument("--ema_decay", type=float, default=None, help="train LR-ESD's ema mode with this decay")
     args = parser.parse_args()
     data, fsdp, tensor = (int(x) for x in args.mesh.split(","))
     devices = jax.devices()
-    single = run(args.model, MeshConfig(data=1), devices[:1], steps=args.steps, dropout=args.dropout)
-    sharded = run(
-        args.model,
-        MeshConfig(data=data, fsdp=fsdp, tensor=tensor),
-        devices[: data * fsdp * tensor],
-        steps=args.steps,
-        dropout=args.dropout,
-    )
+    options = {"steps": args.steps, "dropout": args.dropout, "ema_decay": args.ema_decay}
+    single = run(args.model, MeshConfig(data=1), devices[:1], **options)
+    sharded = run(args.model, MeshConfig(data=data, fsdp=fsdp, tensor=tensor), devices[: data * fsdp * tensor],
+                  **options)  # fmt: skip
     params_a, params_b, mu_a, mu_b = single[2], sharded[2], single[3], sharded[3]
     result = {
         "devices": len(devices),
@@ -110,6 +131,11 @@ def main() -> None:
         "mu_max": max(float(np.max(np.abs(mu_a[k]))) for k in mu_a),
         "num_params": len(params_a),
     }
+    if args.ema_decay is not None:
+        teacher_a, teacher_b = single[4], sharded[4]
+        result["teacher_diff"] = max(float(np.max(np.abs(teacher_a[k] - teacher_b[k]))) for k in teacher_a)
+        result["teacher_moved"] = max(float(np.max(np.abs(teacher_a[k] - params_a[k]))) for k in teacher_a)
+        result["teacher_sharded_like_params"] = sharded[5]
     print(json.dumps(result))
 
 

@@ -18,6 +18,7 @@ from onesearch_jax.gin_utils import parse_gin
 from onesearch_jax.models.dropout import dropout
 from onesearch_jax.models.partitioning import DEFAULT_RULES, MeshConfig, make_mesh, shard_batch
 from onesearch_jax.train.distill import DISTILL_METRICS, DistillConfig, make_distill_loss, make_train_loss
+from onesearch_jax.train.ema import EmaTeacher
 from onesearch_jax.train.losses import token_kl
 from onesearch_jax.train.optimizers import OptimizerConfig, make_optimizer
 from onesearch_jax.train.run_config import StageConfig
@@ -96,8 +97,8 @@ def test_config_defaults_and_validation():
     assert (config.teacher_ce_weight, config.rdrop_alpha, config.fgm_epsilon, config.focal_gamma) == (0, 0, 0, 0)
     assert config.uses_teacher and DistillConfig(alpha_kl=0, teacher_ce_weight=1).uses_teacher
     assert not EXTRAS_OFF.uses_teacher
-    with pytest.raises(ValueError, match=r"mode must be one of \('joint',\), got 'ema'"):
-        DistillConfig(mode="ema")
+    with pytest.raises(ValueError, match=r"mode must be one of \('joint', 'ema'\), got 'mean_teacher'"):
+        DistillConfig(mode="mean_teacher")
     for field, value in (("alpha_kl", -0.1), ("rdrop_alpha", float("nan")), ("fgm_epsilon", True),
                          ("focal_gamma", float("inf")), ("teacher_ce_weight", "1")):  # fmt: skip
         with pytest.raises(ValueError, match=f"DistillConfig.{field} must be a finite number >= 0"):
@@ -302,7 +303,8 @@ def test_lr_esd_gin_parses_and_selects_the_distillation_loss(clean_gin):
     assert config.stages[2].mixture_or_task == "onesearch_personalized_distill"
     assert config.eval_tasks == ("onesearch_personalized_raw",)  # evaluation stays on the student input
     assert configurables.ConfiguredDistill() == DistillConfig(alpha_kl=0.1, temperature=1.0, teacher_ce_weight=1.0)
-    assert configurables.configured_train_loss(config.stages) is not cross_entropy_loss
+    objective = configurables.configured_train_loss(config.stages)
+    assert objective.loss_fn is not cross_entropy_loss and objective.ema_teacher is None
     gin.clear_config()
     ablation_row_5 = ["DistillConfig.rdrop_alpha = 0.5", "DistillConfig.fgm_epsilon = 0.6",
                       "DistillConfig.focal_gamma = 2.0"]  # fmt: skip
@@ -311,8 +313,13 @@ def test_lr_esd_gin_parses_and_selects_the_distillation_loss(clean_gin):
         teacher_ce_weight=1.0, rdrop_alpha=0.5, fgm_epsilon=0.6, focal_gamma=2.0
     )
     gin.clear_config()
+    parse_gin([], ["gin/runs/lr_esd_ema.gin"], [])
+    objective = configurables.configured_train_loss(configurables.ConfiguredTrain().stages)
+    assert objective.ema_teacher == EmaTeacher(decay=0.99, stages=("stage3_personalized",))
+    assert configurables.ConfiguredDistill() == DistillConfig(mode="ema", ema_decay=0.99)
+    gin.clear_config()
     parse_gin([], ["gin/runs/sft.gin"], [])
-    assert configurables.configured_train_loss(configurables.ConfiguredTrain().stages) is cross_entropy_loss
+    assert configurables.configured_train_loss(configurables.ConfiguredTrain().stages).loss_fn is cross_entropy_loss
 
 
 @pytest.mark.slow

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 
 import jax
 import numpy as np
@@ -18,11 +19,21 @@ from onesearch_jax.decode.infer import read_inputs_file, run_infer
 from onesearch_jax.decode.infer_config import InferConfig
 from onesearch_jax.models.configs import named_config
 from onesearch_jax.models.mesh_config import MeshConfig, standard_logical_axis_rules
-from onesearch_jax.train.checkpoints import CheckpointConfig, Checkpointer
+from onesearch_jax.train.checkpoints import CheckpointConfig, Checkpointer, abstract_train_state
+from onesearch_jax.train.distill import DistillConfig, make_ema_teacher, make_train_loss
 from onesearch_jax.train.metrics_writer import read_metrics
 from onesearch_jax.train.optimizer_config import OptimizerConfig
-from onesearch_jax.train.run import make_evaluator, padded_vocab_size, prepare_run, restore_params, train_run
+from onesearch_jax.train.optimizers import make_optimizer
+from onesearch_jax.train.run import (
+    _check_teacher_restart,
+    make_evaluator,
+    padded_vocab_size,
+    prepare_run,
+    restore_params,
+    train_run,
+)
 from onesearch_jax.train.run_config import StageConfig, TrainConfig
+from onesearch_jax.train.state import abstract_init
 
 LENGTHS = {"inputs": 96, "targets": 64}
 RULES = standard_logical_axis_rules()
@@ -94,6 +105,47 @@ def test_restored_parameters_equal_the_trained_ones(trained):
     assert step == 7
     for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(second.state.params), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_an_ema_run_branches_from_an_sft_checkpoint_at_its_distillation_stage(trained, tmp_path):
+    """LR-ESD ``ema`` from the SFT run's step-4 checkpoint (no teacher; the ablation's branch point): the
+    teacher restarts from those parameters, then follows theta_T <- d theta_T + (1 - d) theta_S per step."""
+    setup, model_dir, _, _ = trained
+    distill = StageConfig(
+        name="stage3",
+        mixture_or_task="onesearch_personalized_distill",
+        num_steps=2,
+        task_feature_lengths={**LENGTHS, "teacher_inputs": 128},
+        feature_converter="encdec_teacher",
+    )
+    config = dataclasses.replace(setup.config, model_dir=str(tmp_path), stages=(*setup.config.stages[:2], distill),
+                                 eval_tasks=())  # fmt: skip
+    (tmp_path / "checkpoints").mkdir()
+    shutil.copytree(model_dir / "checkpoints" / "4", tmp_path / "checkpoints" / "4")
+    distill_config = DistillConfig(mode="ema", ema_decay=0.5)
+    ema_teacher = make_ema_teacher(distill_config, config.stages)
+    ema_setup = setup_for(config)
+    every_step = dataclasses.replace(checkpoints(tmp_path), save_every_steps=1)
+    optimizer = OptimizerConfig(learning_rate=3e-3)
+    result = train_run(ema_setup, optimizer_config=optimizer, checkpoint_config=every_step,
+                       loss_fn=make_train_loss(distill_config, config.stages), ema_teacher=ema_teacher)  # fmt: skip
+    assert (result.start_step, result.step) == (4, 6) and result.train_metrics["kl"] > 0
+    _, abstract, shardings, _ = abstract_init(ema_setup.model_fn, make_optimizer(optimizer), ema_setup.mesh,
+                                              ema_setup.rules, with_teacher=True)  # fmt: skip
+    with Checkpointer(every_step, read_only=True) as checkpointer:
+        states = {
+            s: checkpointer.restore(s, abstract_state=abstract_train_state(abstract, shardings))[0] for s in (5, 6)
+        }
+    params = {4: restore_params(setup, checkpoints(model_dir), 4)[1], 5: states[5].params, 6: states[6].params}
+    leaves = {s: [np.asarray(x) for x in jax.tree.leaves(p)] for s, p in params.items()}
+    teacher = {s: [np.asarray(x) for x in jax.tree.leaves(states[s].teacher)] for s in (5, 6)}
+    for i, (p4, p5, p6) in enumerate(zip(leaves[4], leaves[5], leaves[6], strict=True)):
+        np.testing.assert_allclose(teacher[5][i], 0.5 * p4 + 0.5 * p5, rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(teacher[6][i], 0.5 * teacher[5][i] + 0.5 * p6, rtol=1e-6, atol=1e-7)
+    assert any(not np.array_equal(a, b) for a, b in zip(leaves[4], leaves[6], strict=True))  # it trained
+    with pytest.raises(ValueError, match=r"step 5 is inside stage 'stage3' \(steps 4-6\), which distils"):
+        _check_teacher_restart(config.stages, 5, ema_teacher, tmp_path)  # a teacherless checkpoint there
+    _check_teacher_restart(config.stages, 4, ema_teacher, tmp_path)  # at the stage's start: restarted
 
 
 def test_infer_writes_one_line_per_example_and_its_sid(trained, tmp_path):

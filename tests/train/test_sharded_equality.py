@@ -55,6 +55,16 @@ def test_mesh_equals_one_device_on_the_stand_in_model():
     check(run_equality("--model", "mini", "--mesh", "2,2,2"))
 
 
+def test_an_ema_teacher_is_sharded_like_the_parameters_and_trains_alike_on_the_mesh():
+    """LR-ESD ``ema`` mode: the teacher's shards sit with their parameters', and the EMA teacher after 3
+    steps is the same on the mesh as on one device."""
+    result = run_equality("--model", "mini", "--mesh", "2,2,2", "--ema_decay", "0.5")
+    check(result)
+    assert result["teacher_sharded_like_params"] is True
+    assert result["teacher_diff"] <= 1e-5, result
+    assert result["teacher_moved"] > 1e-4, result  # the teacher lags the parameters: it is their average
+
+
 @pytest.mark.slow
 def test_mesh_equals_one_device_on_the_tiny_t5():
     """THE acceptance test: the real tiny EncoderDecoder, float32 activations, no dropout."""
