@@ -231,7 +231,9 @@ def summarise_ablation(config: AblationConfig) -> dict[str, Any]:
     """Mean and sample std over the finished seeds of each row's headline metrics and segments.
 
     Per row: ``overall[truth][metric]`` for truth click/order and metric ``hr@K``/``mrr@K``, and
-    ``segments[family][segment][truth]`` = HR@K; rows with no finished seed are left out.
+    ``segments[family][segment][truth]`` = HR@K with ``segments[family][segment]["counts"]`` = the
+    segment's test sessions and those with a click and with an order (the test split is the same
+    for every seed); rows with no finished seed are left out.
     """
     k = config.k
     rows: dict[str, Any] = {}
@@ -248,14 +250,23 @@ def summarise_ablation(config: AblationConfig) -> dict[str, Any]:
         for family, groups in runs[0]["segments"].items():
             segments[family] = {
                 group: {
-                    truth: _mean_std([r["segments"][family][group]["model"][truth][f"hr@{k}"] for r in runs])
-                    for truth in ("click", "order")
+                    **{truth: _mean_std([r["segments"][family][group]["model"][truth][f"hr@{k}"] for r in runs])
+                       for truth in ("click", "order")},
+                    "counts": _segment_counts(runs[0]["segments"][family][group]),
                 }
                 for group in groups
                 if all(group in r["segments"][family] for r in runs)
-            }
+            }  # fmt: skip
         rows[row.name] = {"seeds": len(runs), "overall": overall, "segments": segments}
     return {"k": k, "rows": rows}
+
+
+def _segment_counts(segment: Mapping[str, Any]) -> dict[str, int]:
+    """``{"sessions", "click", "order"}``: a segment's test sessions and those with each truth."""
+    return {
+        "sessions": int(segment["sessions"]),
+        **{truth: int(segment["model"][truth]["queries"]) for truth in ("click", "order")},
+    }
 
 
 def _cell(stat: Mapping[str, float]) -> str:
@@ -273,9 +284,13 @@ def summary_markdown(summary: Mapping[str, Any]) -> str:
     if rows:
         first = next(iter(rows.values()))
         for family, groups in first["segments"].items():
-            lines += ["", f"HR@{k} by {family.replace('_', ' ')} (click / order, mean ± std over seeds)", ""]
+            lines += ["", f"HR@{k} by {family.replace('_', ' ')} (click / order, mean ± std over seeds; under each "
+                      "segment its test sessions, with a click / with an order)", ""]  # fmt: skip
+            counts = [groups[g]["counts"] for g in groups]
             lines.append("| row | " + " | ".join(groups) + " |")
             lines.append("|---|" + "---|" * len(groups))
+            lines.append("| (sessions) | " + " | ".join(f"{c['sessions']}: {c['click']} / {c['order']}"
+                                                       for c in counts) + " |")  # fmt: skip
             for name, row in rows.items():
                 cells = [
                     f"{_cell(row['segments'][family][g]['click'])} / {_cell(row['segments'][family][g]['order'])}"

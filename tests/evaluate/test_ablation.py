@@ -35,11 +35,12 @@ ROWS = (
 
 def _metrics(hr: float, mrr: float, ambiguous: float) -> dict:
     def block(value: float, rank: float) -> dict:
-        return {"click": {"hr@10": value, "mrr@10": rank}, "order": {"hr@10": value / 2, "mrr@10": rank / 2}}
+        return {"click": {"hr@10": value, "mrr@10": rank, "queries": 40},
+                "order": {"hr@10": value / 2, "mrr@10": rank / 2, "queries": 12}}  # fmt: skip
 
     return {
         "overall": {"model": block(hr, mrr)},
-        "segments": {"query_type": {"ambiguous": {"model": block(ambiguous, 0.0)}}},
+        "segments": {"query_type": {"ambiguous": {"sessions": 50, "model": block(ambiguous, 0.0)}}},
     }
 
 
@@ -144,6 +145,10 @@ def test_summary_is_the_mean_and_sample_std_over_seeds(tmp_path):
     table = summary_markdown(summary)
     assert "| plus | 3 | 0.4200 ± 0.0200 | 0.2100 ± 0.0100 | 0.2100 ± 0.0100 | 0.1050 ± 0.0050 |" in table
     assert "HR@10 by query type" in table
+    assert summary["rows"]["base"]["segments"]["query_type"]["ambiguous"]["counts"] == {
+        "sessions": 50, "click": 40, "order": 12,
+    }  # fmt: skip
+    assert "| (sessions) | 50: 40 / 12 |" in table
 
 
 def test_config_is_validated():
