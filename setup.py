@@ -22,6 +22,7 @@ setup(
         "flax==0.12.8",
         "optax==0.2.8",
         "orbax-checkpoint==0.12.8",
+        "etils==1.15.0",  # epath (orbax's own path type): checkpoint step directories, local or gs://
         "seqio==0.0.20",
         "tensorflow==2.21.0",
         "tensorflow-datasets==4.9.10",

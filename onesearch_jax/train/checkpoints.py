@@ -58,6 +58,7 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 from absl import logging
+from etils import epath
 from orbax.checkpoint import checkpoint_managers as ocp_managers
 
 from onesearch_jax.train import checkpoint_integrity as integrity
@@ -300,8 +301,9 @@ class Checkpointer:
                 f"kept and one being written, {existing} there already)"
             )
 
-    def _step_dir(self, step: int) -> Path:
-        return Path(self.directory) / str(step)
+    def _step_dir(self, step: int) -> epath.Path:
+        """The step's directory (an ``epath.Path``: a local path or a ``gs://`` one alike)."""
+        return epath.Path(self.directory) / str(step)
 
     def _save_failed(self, steps: Sequence[int], error: Exception) -> CheckpointWriteError:
         """Checksums the steps orbax finished; the error naming those it did not (they stay

@@ -58,26 +58,15 @@ def ema_update(teacher: Any, params: Any, decay: float) -> Any:
     return jax.tree.map(lambda t, p: (decay * t + (1.0 - decay) * p).astype(t.dtype), teacher, params)
 
 
-def restart_teacher(state: TrainState) -> TrainState:
-    """The state with its teacher set to a copy of its parameters (``theta_T := theta_S``)."""
-    return state.replace(teacher=jax.tree.map(jnp.copy, state.params))
-
-
 def make_teacher_restart(shardings: TrainState) -> Callable[[TrainState], TrainState]:
-    """:func:`restart_teacher`, jitted for a state sharded as ``shardings`` (the input is donated).
+    """``state -> state`` with its teacher set to a copy of its parameters (``theta_T := theta_S``),
+    sharded as ``shardings.teacher``: the restart at a distillation stage's start, and the teacher
+    of a state restored without one (e.g. from an SFT checkpoint). The copy is one jitted program.
 
     Raises:
-        ValueError: the state has no teacher (``shardings.teacher`` is None).
+        ValueError: the shardings have no teacher (the state was built without ``with_teacher``).
     """
     if shardings.teacher is None:
         raise ValueError("the train state has no teacher to restart: build it with with_teacher=True")
-    return jax.jit(restart_teacher, in_shardings=(shardings,), out_shardings=shardings, donate_argnums=(0,))
-
-
-def add_teacher(state: TrainState, shardings: TrainState) -> TrainState:
-    """A state without a teacher (e.g. restored from an SFT checkpoint), given one equal to its
-    parameters and sharded as ``shardings.teacher``."""
-    if shardings.teacher is None:
-        raise ValueError("add_teacher: the shardings have no teacher")
     copy = jax.jit(lambda params: jax.tree.map(jnp.copy, params), out_shardings=shardings.teacher)
-    return state.replace(teacher=copy(state.params))
+    return lambda state: state.replace(teacher=copy(state.params))

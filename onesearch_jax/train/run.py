@@ -39,7 +39,7 @@ from onesearch_jax.train.checkpoints import (
     check_writable,
     checkpoint_bytes,
 )
-from onesearch_jax.train.ema import EmaTeacher, add_teacher, make_teacher_restart
+from onesearch_jax.train.ema import EmaTeacher, make_teacher_restart
 from onesearch_jax.train.metrics_writer import MetricsWriter
 from onesearch_jax.train.optimizer_config import OptimizerConfig
 from onesearch_jax.train.optimizers import make_optimizer
@@ -334,8 +334,8 @@ def train_run(
         _check_meta(checkpointer.restore_meta(latest), setup, checkpointer.directory)
         state, data_state = checkpointer.restore(latest, abstract_state=abstract_train_state(abstract, shardings))
         if with_teacher and state.teacher is None:
-            _check_teacher_restart(config.stages, latest, ema_teacher, checkpointer.directory)
-            state = add_teacher(state, shardings)
+            _check_teacher_restart(config, latest, ema_teacher, checkpointer.directory)
+            state = restart(state)
     train_step = make_train_step(graphdef, optimizer, setup.mesh, setup.rules, state_shardings=shardings,
                                  loss_fn=loss_fn, ema_decay=ema_teacher.decay if with_teacher else None)  # fmt: skip
     evaluate = None
@@ -363,17 +363,19 @@ def train_run(
         checkpointer.close()
 
 
-def _check_teacher_restart(stages: Sequence[StageConfig], step: int, ema_teacher: EmaTeacher, directory: Any) -> None:
+def _check_teacher_restart(config: TrainConfig, step: int, ema_teacher: EmaTeacher, directory: Any) -> None:
     """Raises ValueError when ``step`` is inside one of the EMA teacher's stages (past its first step)."""
-    start = 0
-    for stage in stages:
-        if start < step < start + stage.num_steps and stage.name in ema_teacher.stages:
-            raise ValueError(
-                f"the checkpoint at step {step} in {directory} has no EMA teacher, but step {step} is inside stage "
-                f"{stage.name!r} (steps {start}-{start + stage.num_steps}), which distils from one: the teacher "
-                "cannot be rebuilt there; resume from a checkpoint at or before the stage's start"
-            )
-        start += stage.num_steps
+    if step >= config.total_steps:
+        return
+    index, position = config.stage_at(step)
+    stage = config.stages[index]
+    if position > 0 and stage.name in ema_teacher.stages:
+        start = config.stage_start(index)
+        raise ValueError(
+            f"the checkpoint at step {step} in {directory} has no EMA teacher, but step {step} is inside stage "
+            f"{stage.name!r} (steps {start}-{start + stage.num_steps}), which distils from one: the teacher "
+            "cannot be rebuilt there; resume from a checkpoint at or before the stage's start"
+        )
 
 
 def _write_run_files(setup: RunSetup, run_meta: Mapping[str, Any] | None) -> None:

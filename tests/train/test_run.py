@@ -144,8 +144,8 @@ def test_an_ema_run_branches_from_an_sft_checkpoint_at_its_distillation_stage(tr
         np.testing.assert_allclose(teacher[6][i], 0.5 * teacher[5][i] + 0.5 * p6, rtol=1e-6, atol=1e-7)
     assert any(not np.array_equal(a, b) for a, b in zip(leaves[4], leaves[6], strict=True))  # it trained
     with pytest.raises(ValueError, match=r"step 5 is inside stage 'stage3' \(steps 4-6\), which distils"):
-        _check_teacher_restart(config.stages, 5, ema_teacher, tmp_path)  # a teacherless checkpoint there
-    _check_teacher_restart(config.stages, 4, ema_teacher, tmp_path)  # at the stage's start: restarted
+        _check_teacher_restart(config, 5, ema_teacher, tmp_path)  # a teacherless checkpoint there
+    _check_teacher_restart(config, 4, ema_teacher, tmp_path)  # at the stage's start: restarted
 
 
 def test_infer_writes_one_line_per_example_and_its_sid(trained, tmp_path):
