@@ -66,6 +66,7 @@ from typing import Any
 
 import numpy as np
 from cpu_load import background_share, cpu_ticks  # bench/cpu_load.py (the script's folder is on sys.path)
+from xla_option import add_xla_defaults_option, apply_xla_defaults_option  # bench/xla_option.py
 
 VOCAB_SIZE = 2176  # our SentencePiece + SID vocabulary, padded to a multiple of 128
 EOS_ID = 1
@@ -417,12 +418,7 @@ def main() -> None:
     )
     parser.add_argument("--no_score_eos", dest="score_eos", action="store_false", help="no EOS step on either side")
     parser.add_argument("--json_out", default=None, help="write every number to this file")
-    parser.add_argument(
-        "--noxla_defaults",
-        dest="xla_defaults",
-        action="store_false",
-        help="leave out onesearch's default XLA flags (onesearch_jax/xla_flags.py), which `onesearch` applies",
-    )
+    add_xla_defaults_option(parser)
     args = parser.parse_args()
     beams = [int(b) for b in args.beams.split(",")]
     hf_queries = [min(int(n), args.num_queries) for n in args.hf_queries.split(",")]
@@ -434,10 +430,7 @@ def main() -> None:
         parser.error(f"beams must be >= top-k {TOP_K}; --hf_queries, --repeats and --hf_repeats >= 1")
     if args.sample_seconds < 0:
         parser.error("--sample_seconds must be >= 0")
-    if args.xla_defaults:
-        from onesearch_jax.xla_flags import apply_xla_defaults
-
-        apply_xla_defaults()
+    apply_xla_defaults_option(args)
 
     import jax
     import torch

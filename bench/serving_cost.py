@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 from cpu_load import background_share, cpu_ticks  # bench/cpu_load.py (the script's folder is on sys.path)
+from xla_option import add_xla_defaults_option, apply_xla_defaults_option  # bench/xla_option.py
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_GIN = ("gin/runs/lr_esd.gin", "gin/runs/eval.gin", "gin/models/tiny.gin")
@@ -90,8 +91,7 @@ def main() -> None:
     parser.add_argument("--num_queries", type=int, default=256)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--json_out", default=None)
-    parser.add_argument("--noxla_defaults", dest="xla_defaults", action="store_false",
-                        help="leave out the XLA flags the onesearch command sets")  # fmt: skip
+    add_xla_defaults_option(parser)
     args = parser.parse_args()
     if args.num_queries < 1 or args.rounds < 1:
         parser.error("--num_queries and --rounds must be >= 1")
@@ -99,10 +99,7 @@ def main() -> None:
     for name in ("sft_dir", "distilled_dir"):
         if not (Path(getattr(args, name)) / "checkpoints").is_dir():
             sys.exit(f"--{name} {getattr(args, name)} has no checkpoints/: train it first (see the module docstring)")
-    if args.xla_defaults:
-        from onesearch_jax.xla_flags import apply_xla_defaults
-
-        apply_xla_defaults()
+    apply_xla_defaults_option(args)
     import dataclasses
 
     import jax

@@ -55,6 +55,7 @@ from typing import Any
 
 import numpy as np
 from cpu_load import background_share, cpu_ticks  # bench/cpu_load.py (the script's folder is on sys.path)
+from xla_option import add_xla_defaults_option, apply_xla_defaults_option  # bench/xla_option.py
 
 VOCAB_SIZE = 2176  # our SentencePiece + SID vocabulary, padded to a multiple of 128
 LEARNING_RATE = 1e-3
@@ -343,19 +344,11 @@ def main() -> None:
     parser.add_argument("--dtype", default="both", choices=("both", "float32", "bfloat16"), help="our activations")
     parser.add_argument("--peak_sizes", default="2048,4096", help="square matmul sizes for the peak")
     parser.add_argument("--json", default=None, help="write every number to this file")
-    parser.add_argument(
-        "--noxla_defaults",
-        dest="xla_defaults",
-        action="store_false",
-        help="leave out onesearch's default XLA flags (onesearch_jax/xla_flags.py), which `onesearch` applies",
-    )
+    add_xla_defaults_option(parser)
     args = parser.parse_args()
     if args.steps < 1 or args.warmup_steps < 0:
         parser.error("--steps must be >= 1 and --warmup_steps >= 0")
-    if args.xla_defaults:
-        from onesearch_jax.xla_flags import apply_xla_defaults
-
-        apply_xla_defaults()
+    apply_xla_defaults_option(args)
 
     import jax
     import torch
