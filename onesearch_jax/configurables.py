@@ -12,7 +12,7 @@ from onesearch_jax.data.examples import ExamplesConfig
 from onesearch_jax.data.relevance_import import RelevanceTableConfig
 from onesearch_jax.data.world import WorldConfig
 from onesearch_jax.decode.infer_config import InferConfig
-from onesearch_jax.evaluate.ablation import AblationConfig, AblationRow
+from onesearch_jax.evaluate.ablation import AblationConfig, AblationProbe, AblationRow
 from onesearch_jax.evaluate.eval_config import EvalConfig
 from onesearch_jax.evaluate.segments import SegmentConfig
 from onesearch_jax.models.configs import T5Config
@@ -94,6 +94,7 @@ ConfiguredEval = gin.external_configurable(EvalConfig, "EvalConfig")
 ConfiguredSegments = gin.external_configurable(SegmentConfig, "SegmentConfig")
 ConfiguredAblation = gin.external_configurable(AblationConfig, "AblationConfig")
 ConfiguredAblationRow = gin.external_configurable(AblationRow, "AblationRow")
+ConfiguredAblationProbe = gin.external_configurable(AblationProbe, "AblationProbe")
 
 
 # The train loss (gin/runs/lr_esd.gin): SFT's cross-entropy unless ``train_loss.distill = @DistillConfig()``.

@@ -11,8 +11,16 @@ SFT's) start from the first row's checkpoint at that step, copied into their own
 directory with its checksums, instead of training the same steps again. The first row keeps every
 checkpoint (``CheckpointConfig.keep_last``) so that the branch step survives its run.
 
+Probes: further ``onesearch eval`` runs of a finished run's last checkpoint with extra bindings,
+written to ``run/eval_<probe>/``; LR-ESD's probe decodes the teacher's (keyword-augmented) input,
+to check the method's premise that the teacher ranks better than the student. Adding a probe to a
+finished ablation runs only the probe.
+
 The summary (``root/summary.md`` and ``summary.json``) gives, per row, the mean and the sample
-standard deviation over seeds of click and order HR@K / MRR@K, and of click HR@K per segment.
+standard deviation over seeds of click and order HR@K / MRR@K, of each row's difference from the
+baseline row of the same seed (paired, so that the seed-to-seed spread shared by both rows drops
+out), of the teacher-forced validation cross-entropy, and of click and order HR@K per segment;
+per probe, the same headline numbers and their paired difference from the row's own evaluation.
 """
 
 from __future__ import annotations
@@ -50,6 +58,40 @@ class AblationRow:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class AblationProbe:
+    """A further evaluation of finished runs: ``onesearch eval`` with extra bindings.
+
+    Attributes:
+        name: the probe's name; its reports go to ``<run>/eval_<name>/``.
+        bindings: gin bindings added to the row's evaluation (e.g.
+            ``EvalConfig.input_field='teacher_inputs'``).
+        rows: the rows it applies to (empty: every row).
+    """
+
+    name: str
+    bindings: Sequence[str]
+    rows: Sequence[str] = ()
+
+    def __post_init__(self) -> None:
+        if not self.name or not self.name.replace("_", "").isalnum():
+            raise ValueError(f"AblationProbe.name must be letters, digits or '_', got {self.name!r}")
+        if not self.bindings:
+            raise ValueError(f"AblationProbe {self.name!r} needs at least one binding (else it is the evaluation)")
+        if any(b.split("=", 1)[0].strip() == "EvalConfig.output_dir" for b in self.bindings):
+            raise ValueError(f"AblationProbe {self.name!r}: EvalConfig.output_dir is set by the driver (eval_<name>)")
+        object.__setattr__(self, "bindings", tuple(self.bindings))
+        object.__setattr__(self, "rows", tuple(self.rows))
+
+    def applies_to(self, row: AblationRow) -> bool:
+        return not self.rows or row.name in self.rows
+
+    @property
+    def eval_dir(self) -> str:
+        """The directory name of its reports inside a run."""
+        return f"eval_{self.name}"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class AblationConfig:
     """An ablation: rows, seeds and where they run.
 
@@ -62,6 +104,7 @@ class AblationConfig:
         branch_step: rows after the first start from the first row's checkpoint at this step (0: every
             row trains from scratch).
         k: the K of the summary's HR@K and MRR@K (one of the evaluation's ``ks``).
+        probes: further evaluations of each finished run (:class:`AblationProbe`).
     """
 
     root: str
@@ -71,6 +114,7 @@ class AblationConfig:
     eval_gin_files: Sequence[str] = ("gin/runs/eval.gin",)
     branch_step: int = 0
     k: int = 10
+    probes: Sequence[AblationProbe] = ()
 
     def __post_init__(self) -> None:
         if not self.root:
@@ -86,7 +130,14 @@ class AblationConfig:
             raise ValueError(f"AblationConfig.branch_step must be an int >= 0, got {self.branch_step!r}")
         if not isinstance(self.k, int) or self.k < 1:
             raise ValueError(f"AblationConfig.k must be an int >= 1, got {self.k!r}")
-        for name in ("rows", "seeds", "common_gin_files", "eval_gin_files"):
+        probe_names = [probe.name for probe in self.probes]
+        if len(set(probe_names)) != len(probe_names):
+            raise ValueError(f"AblationConfig.probes has repeated names: {probe_names}")
+        for probe in self.probes:
+            unknown = sorted(set(probe.rows) - set(names))
+            if unknown:
+                raise ValueError(f"AblationProbe {probe.name!r} names rows that are not in the ablation: {unknown}")
+        for name in ("rows", "seeds", "common_gin_files", "eval_gin_files", "probes"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
 
     def run_dir(self, seed: int, row: AblationRow) -> Path:
@@ -117,6 +168,13 @@ def eval_command(config: AblationConfig, seed: int, row: AblationRow) -> list[st
     files = (*row.gin_files, *config.eval_gin_files, *config.common_gin_files)
     bindings = [f"MODEL_DIR='{config.run_dir(seed, row)}'", *row.bindings]
     return ["onesearch", "eval", *_gin_args(files, bindings)]
+
+
+def probe_command(config: AblationConfig, seed: int, row: AblationRow, probe: AblationProbe, step: int) -> list[str]:
+    """The ``onesearch eval`` command line of one probe of one run's ``step``: the row's, plus the probe's bindings."""
+    output_dir = config.run_dir(seed, row) / probe.eval_dir
+    bindings = (*probe.bindings, f"EvalConfig.output_dir='{output_dir}'")
+    return [*eval_command(config, seed, row), *_gin_args((), bindings), f"--step={step}"]
 
 
 def branch(config: AblationConfig, seed: int, row: AblationRow) -> Path | None:
@@ -169,20 +227,20 @@ def check_trained(run_dir: Path) -> int:
     return total
 
 
-def latest_metrics(run_dir: Path) -> tuple[int, dict[str, Any]]:
-    """``(step, metrics.json)`` of the latest evaluated step under ``run_dir/eval``.
+def latest_metrics(run_dir: Path, eval_dir: str = "eval") -> tuple[int, dict[str, Any]]:
+    """``(step, metrics.json)`` of the latest evaluated step under ``run_dir/eval_dir``.
 
     Raises:
         FileNotFoundError: nothing was evaluated there.
     """
     steps = sorted(
         int(p.name.removeprefix("step_"))
-        for p in (run_dir / "eval").glob("step_*")
+        for p in (run_dir / eval_dir).glob("step_*")
         if (p / "metrics.json").is_file() and p.name.removeprefix("step_").isdigit()
     )
     if not steps:
-        raise FileNotFoundError(f"{run_dir / 'eval'}: no evaluated step (step_<N>/metrics.json)")
-    with open(run_dir / "eval" / f"step_{steps[-1]}" / "metrics.json") as f:
+        raise FileNotFoundError(f"{run_dir / eval_dir}: no evaluated step (step_<N>/metrics.json)")
+    with open(run_dir / eval_dir / f"step_{steps[-1]}" / "metrics.json") as f:
         return steps[-1], json.load(f)
 
 
@@ -196,26 +254,37 @@ def _run(command: list[str]) -> None:
 
 
 def run_ablation(config: AblationConfig, *, runner: Runner = _run) -> list[Path]:
-    """Trains and evaluates every (seed, row) not done yet, seed by seed, rows in order.
+    """Trains and evaluates every (seed, row) not done yet, seed by seed, rows in order, then its probes.
+
+    A probe runs once per finished run: when ``<run>/eval_<probe>/`` holds the step that the run's
+    evaluation reported.
 
     Returns:
-        The run directories finished by this call.
+        The run directories and probe directories finished by this call.
     """
     finished = []
     for seed in config.seeds:
         for row in config.rows:
             run_dir = config.run_dir(seed, row)
-            if (run_dir / DONE_FILE).is_file():
-                continue
-            branch(config, seed, row)
-            train = train_command(config, seed, row)
-            runner(train)
-            check_trained(run_dir)
-            runner(eval_command(config, seed, row))
-            step, _ = latest_metrics(run_dir)
-            record = {"row": row.name, "seed": seed, "eval_step": step, "train": train}
-            (run_dir / DONE_FILE).write_text(json.dumps(record, indent=2) + "\n")
-            finished.append(run_dir)
+            if not (run_dir / DONE_FILE).is_file():
+                branch(config, seed, row)
+                train = train_command(config, seed, row)
+                runner(train)
+                check_trained(run_dir)
+                runner(eval_command(config, seed, row))
+                step, _ = latest_metrics(run_dir)
+                record = {"row": row.name, "seed": seed, "eval_step": step, "train": train}
+                (run_dir / DONE_FILE).write_text(json.dumps(record, indent=2) + "\n")
+                finished.append(run_dir)
+            step = json.loads((run_dir / DONE_FILE).read_text())["eval_step"]
+            for probe in config.probes:
+                if probe.applies_to(row) and not (run_dir / probe.eval_dir / f"step_{step}" / "metrics.json").is_file():
+                    runner(probe_command(config, seed, row, probe, step))
+                    probed, _ = latest_metrics(run_dir, probe.eval_dir)
+                    if probed != step:
+                        raise RuntimeError(f"{run_dir / probe.eval_dir}: the probe evaluated step {probed}, not the "
+                                           f"run's evaluated step {step}")  # fmt: skip
+                    finished.append(run_dir / probe.eval_dir)
     return finished
 
 
@@ -227,23 +296,61 @@ def _mean_std(values: Sequence[float]) -> dict[str, float]:
     }
 
 
+def _headline(run: Mapping[str, Any], truth: str, metric: str, k: int) -> float:
+    return float(run["overall"]["model"][truth][f"{metric}@{k}"])
+
+
+def _validation_ce(runs: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per teacher-forced evaluation task present in every run: mean and std of its cross-entropy."""
+    names = [
+        {key.split("/")[1] for key in run.get("teacher_forced", {}) if key.endswith("/cross_entropy")} for run in runs
+    ]
+    tasks = sorted(set.intersection(*names)) if names else []
+    return {task: _mean_std([run["teacher_forced"][f"eval/{task}/cross_entropy"] for run in runs]) for task in tasks}
+
+
+def _paired_delta(pairs: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]], k: int) -> dict[str, Any]:
+    """``[truth]["hr"|"mrr"]``: mean and std over seeds of ``a - b`` for each (a, b) of one seed."""
+    return {
+        truth: {m: _mean_std([_headline(a, truth, m, k) - _headline(b, truth, m, k) for a, b in pairs])
+                for m in ("hr", "mrr")}
+        for truth in ("click", "order")
+    }  # fmt: skip
+
+
+def _finished(config: AblationConfig, row: AblationRow, eval_dir: str = "eval") -> dict[int, dict[str, Any]]:
+    """``{seed: metrics}`` of the finished runs of ``row`` that have an evaluation in ``eval_dir``."""
+    runs = {}
+    for seed in config.seeds:
+        run_dir = config.run_dir(seed, row)
+        if (run_dir / DONE_FILE).is_file() and any((run_dir / eval_dir).glob("step_*/metrics.json")):
+            runs[seed] = latest_metrics(run_dir, eval_dir)[1]
+    return runs
+
+
 def summarise_ablation(config: AblationConfig) -> dict[str, Any]:
     """Mean and sample std over the finished seeds of each row's headline metrics and segments.
 
-    Per row: ``overall[truth][metric]`` for truth click/order and metric ``hr@K``/``mrr@K``, and
-    ``segments[family][segment][truth]`` = HR@K with ``segments[family][segment]["counts"]`` = the
-    segment's test sessions and those with a click and with an order (the test split is the same
-    for every seed); rows with no finished seed are left out.
+    Per row: ``overall[truth][metric]`` for truth click/order and metric ``hr``/``mrr`` (@K);
+    ``delta[truth][metric]``, the difference from the baseline (first) row of the same seed, over
+    the seeds where both are finished (absent for the baseline); ``validation_ce[task]``, the
+    teacher-forced cross-entropy of each evaluation task; ``segments[family][segment][truth]`` =
+    HR@K with ``segments[family][segment]["counts"]`` = the segment's test sessions and those with a
+    click and with an order (the test split is the same for every seed). Per probe and row:
+    ``overall``, ``validation_ce`` and ``delta`` (the probe minus the row's own evaluation, per
+    seed). Rows with no finished seed are left out.
     """
     k = config.k
     rows: dict[str, Any] = {}
+    evaluated = {row.name: _finished(config, row) for row in config.rows}
+    baseline = evaluated[config.rows[0].name]
     for row in config.rows:
-        runs = [latest_metrics(config.run_dir(s, row))[1] for s in config.seeds
-                if (config.run_dir(s, row) / DONE_FILE).is_file()]  # fmt: skip
+        by_seed = evaluated[row.name]
+        runs = list(by_seed.values())
         if not runs:
             continue
         overall = {
-            truth: {m: _mean_std([r["overall"]["model"][truth][f"{m}@{k}"] for r in runs]) for m in ("hr", "mrr")}
+            truth: {m: _mean_std([_headline(r, truth, m, k) for r in runs]) for m in ("hr", "mrr")}
             for truth in ("click", "order")
         }
         segments: dict[str, Any] = {}
@@ -257,8 +364,42 @@ def summarise_ablation(config: AblationConfig) -> dict[str, Any]:
                 for group in groups
                 if all(group in r["segments"][family] for r in runs)
             }  # fmt: skip
-        rows[row.name] = {"seeds": len(runs), "overall": overall, "segments": segments}
-    return {"k": k, "rows": rows}
+        rows[row.name] = {"seeds": len(runs), "overall": overall, "validation_ce": _validation_ce(runs),
+                          "segments": segments}  # fmt: skip
+        paired = [(by_seed[s], baseline[s]) for s in by_seed if s in baseline]
+        if row != config.rows[0] and paired:
+            rows[row.name]["delta"] = {"seeds": len(paired), **_paired_delta(paired, k)}
+    probes: dict[str, Any] = {}
+    for probe in config.probes:
+        probes[probe.name] = {"bindings": list(probe.bindings), "rows": {}, "bm25": None}
+        for row in config.rows:
+            probed = _finished(config, row, probe.eval_dir) if probe.applies_to(row) else {}
+            if not probed:
+                continue
+            runs = list(probed.values())
+            probes[probe.name]["bm25"] = probes[probe.name]["bm25"] or _bm25(runs[0], k)
+            probes[probe.name]["rows"][row.name] = {
+                "seeds": len(runs),
+                "overall": {truth: {m: _mean_std([_headline(r, truth, m, k) for r in runs]) for m in ("hr", "mrr")}
+                            for truth in ("click", "order")},
+                "validation_ce": _validation_ce(runs),
+                "delta": _paired_delta([(probed[s], evaluated[row.name][s]) for s in probed], k),
+            }  # fmt: skip
+    first = next((runs[s] for runs in evaluated.values() for s in runs), None)
+    return {"k": k, "rows": rows, "bm25": _bm25(first, k) if first else None, "probes": probes}
+
+
+def _bm25(run: Mapping[str, Any], k: int) -> dict[str, float] | None:
+    """``{truth: HR@K}`` of the BM25 baseline an evaluation reported beside the model (the same for every seed)."""
+    if "bm25" not in run.get("overall", {}):
+        return None
+    return {truth: float(run["overall"]["bm25"][truth][f"hr@{k}"]) for truth in ("click", "order")}
+
+
+def _bm25_line(bm25: Mapping[str, float] | None, k: int, what: str) -> list[str]:
+    if not bm25:
+        return []
+    return ["", f"BM25 over item titles ({what}): click HR@{k} {bm25['click']:.4f}, order HR@{k} {bm25['order']:.4f}."]
 
 
 def _segment_counts(segment: Mapping[str, Any]) -> dict[str, int]:
@@ -269,18 +410,51 @@ def _segment_counts(segment: Mapping[str, Any]) -> dict[str, int]:
     }
 
 
-def _cell(stat: Mapping[str, float]) -> str:
-    return "n/a" if math.isnan(stat["mean"]) else f"{stat['mean']:.4f} ± {stat['std']:.4f}"
+def _cell(stat: Mapping[str, float], signed: bool = False) -> str:
+    if math.isnan(stat["mean"]):
+        return "n/a"
+    return f"{stat['mean']:+.4f} ± {stat['std']:.4f}" if signed else f"{stat['mean']:.4f} ± {stat['std']:.4f}"
+
+
+def _ce_tasks(rows: Mapping[str, Any]) -> list[str]:
+    return sorted({task for row in rows.values() for task in row["validation_ce"]})
 
 
 def summary_markdown(summary: Mapping[str, Any]) -> str:
-    """The summary as Markdown: the headline table, then click and order HR@K per segment."""
+    """The summary as Markdown: the headline table, the probes, then click and order HR@K per segment."""
     k, rows = summary["k"], summary["rows"]
+    tasks = _ce_tasks(rows)
     heads = [f"{t} {m.upper()}@{k}" for t in ("click", "order") for m in ("hr", "mrr")]
-    lines = ["| row | seeds | " + " | ".join(heads) + " |", "|---|---|" + "---|" * len(heads)]
+    heads += [f"{t} HR@{k} - baseline" for t in ("click", "order")] + [f"CE {task}" for task in tasks]
+    lines = [
+        "Mean ± sample std over seeds; '- baseline' is the difference from the first row of the same seed (paired). "
+        "CE: teacher-forced cross-entropy on the validation split.",
+        "",
+        "| row | seeds | " + " | ".join(heads) + " |",
+        "|---|---|" + "---|" * len(heads),
+    ]
     for name, row in rows.items():
         cells = [_cell(row["overall"][t][m]) for t in ("click", "order") for m in ("hr", "mrr")]
+        cells += [_cell(row["delta"][t]["hr"], signed=True) if "delta" in row else "-" for t in ("click", "order")]
+        cells += [_cell(row["validation_ce"][task]) if task in row["validation_ce"] else "n/a" for task in tasks]
         lines.append(f"| {name} | {row['seeds']} | " + " | ".join(cells) + " |")
+    lines += _bm25_line(summary.get("bm25"), k, "the same queries")
+    for probe_name, probe in summary.get("probes", {}).items():
+        if not probe["rows"]:
+            continue
+        probe_tasks = _ce_tasks(probe["rows"])
+        heads = [f"{t} HR@{k}" for t in ("click", "order")] + [f"{t} HR@{k} - own eval" for t in ("click", "order")]
+        heads += [f"CE {task}" for task in probe_tasks]
+        lines += ["", f"Probe `{probe_name}` ({', '.join(probe['bindings'])}); '- own eval' is the difference from "
+                  "the row's own evaluation of the same seed.", ""]  # fmt: skip
+        lines += ["| row | seeds | " + " | ".join(heads) + " |", "|---|---|" + "---|" * len(heads)]
+        for name, row in probe["rows"].items():
+            cells = [_cell(row["overall"][t]["hr"]) for t in ("click", "order")]
+            cells += [_cell(row["delta"][t]["hr"], signed=True) for t in ("click", "order")]
+            cells += [_cell(row["validation_ce"][task]) if task in row["validation_ce"] else "n/a"
+                      for task in probe_tasks]  # fmt: skip
+            lines.append(f"| {name} | {row['seeds']} | " + " | ".join(cells) + " |")
+        lines += _bm25_line(probe.get("bm25"), k, f"the same queries, probe `{probe_name}`")
     if rows:
         first = next(iter(rows.values()))
         for family, groups in first["segments"].items():

@@ -42,7 +42,8 @@ class EvalConfig:
         valid_sid_rate: also decode without the trie (same beam) and report how many of the
             returned sequences are SIDs of real items (the paper's valid-SID rate).
         bm25: rank items by BM25 over their titles (``bm25s``) for the same queries and report
-            it beside the model.
+            it beside the model; with ``input_field="teacher_inputs"`` BM25 searches with the query
+            and its keywords, as the model reads both.
         teacher_forced: also report the teacher-forced validation loss and token accuracy of
             ``TrainConfig.eval_tasks``.
         plots: write the PNG plots (HR@K curves, per-segment bars).

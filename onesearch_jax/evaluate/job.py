@@ -42,6 +42,15 @@ BM25 = "bm25"
 HISTORY = "history.jsonl"
 
 
+def bm25_text(query: EvalQuery, input_field: str) -> str:
+    """What BM25 searches the titles with: the query, and on the teacher input its keywords too.
+
+    BM25 reads what the model reads: ``teacher_inputs`` adds the keyword chain of thought, so
+    BM25 beside a teacher-input evaluation is lexical search with the keywords appended.
+    """
+    return " ".join((query.query, *query.keywords)) if input_field == "teacher_inputs" else query.query
+
+
 @dataclasses.dataclass
 class EvalJob:
     """Everything that does not depend on the checkpoint, built once; :meth:`evaluate` runs one step."""
@@ -82,8 +91,9 @@ class EvalJob:
         tokens, truncated = encode_texts(setup.vocab, [q.text for q in queries], config.input_length)
         bm25_items = None
         if config.bm25:
-            bm25_items = Bm25Retriever.from_catalogue(str(sources.data_dir)).rank([q.query for q in queries],
-                                                                                  config.top_k)  # fmt: skip
+            bm25_items = Bm25Retriever.from_catalogue(str(sources.data_dir)).rank(
+                [bm25_text(q, config.input_field) for q in queries], config.top_k
+            )
         output_dir = Path(config.output_dir or Path(setup.config.model_dir) / "eval")
         return cls(setup=setup, checkpoints=checkpoints, config=config, sources=sources, codebook=codebook,
                    queries=queries, tokens=tokens, truncated=truncated, bm25_items=bm25_items,

@@ -41,6 +41,7 @@ class EvalQuery:
         user_id: its user.
         query: the query as typed.
         text: the model input (the record's ``inputs`` or ``teacher_inputs``).
+        keywords: the record's keyword chain of thought (what ``teacher_inputs`` adds).
         target_sid: the first record's target SID tokens (a clicked item's SID).
         clicked: the session's clicked item ids (R_click).
         ordered: the session's purchased item ids (R_order).
@@ -52,6 +53,7 @@ class EvalQuery:
     user_id: int
     query: str
     text: str
+    keywords: tuple[str, ...]
     target_sid: str
     clicked: tuple[int, ...]
     ordered: tuple[int, ...]
@@ -169,7 +171,7 @@ def load_eval_queries(
                               reason=f"session {session_id} {what} {where}")  # fmt: skip
         out[session_id] = EvalQuery(
             session_id=session_id, user_id=record["user_id"], query=record["query"], text=record[input_field],
-            target_sid=record["targets"], clicked=tuple(session.clicked_item_ids),
+            keywords=tuple(record["keywords"]), target_sid=record["targets"], clicked=tuple(session.clicked_item_ids),
             ordered=tuple(session.purchased_item_ids),
             segments=session_segments(session, tables, kinds.get(session_id)), where=f"{path}:{line}",
         )  # fmt: skip

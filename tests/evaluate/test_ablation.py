@@ -18,8 +18,10 @@ from onesearch_jax import configurables
 from onesearch_jax.evaluate.ablation import (
     DONE_FILE,
     AblationConfig,
+    AblationProbe,
     AblationRow,
     eval_command,
+    probe_command,
     run_ablation,
     summarise_ablation,
     summary_markdown,
@@ -33,27 +35,36 @@ ROWS = (
 )
 
 
-def _metrics(hr: float, mrr: float, ambiguous: float) -> dict:
+PROBE = AblationProbe(name="teacher", rows=["plus"], bindings=["EvalConfig.input_field='teacher_inputs'"])
+
+
+def _metrics(hr: float, mrr: float, ambiguous: float, ce: float = 1.5, bm25: float = 0.25) -> dict:
     def block(value: float, rank: float) -> dict:
         return {"click": {"hr@10": value, "mrr@10": rank, "queries": 40},
                 "order": {"hr@10": value / 2, "mrr@10": rank / 2, "queries": 12}}  # fmt: skip
 
     return {
-        "overall": {"model": block(hr, mrr)},
+        "overall": {"model": block(hr, mrr), "bm25": block(bm25, 0.1)},
         "segments": {"query_type": {"ambiguous": {"sessions": 50, "model": block(ambiguous, 0.0)}}},
+        "teacher_forced": {"eval/raw/cross_entropy": ce, "eval/raw/accuracy": 0.5},
     }
 
 
 class FakeRunner:
-    """Writes a checkpoint per 200 steps (train) and the metrics of ``values[(seed, row)]`` (eval)."""
+    """Writes a checkpoint per 200 steps (train) and the metrics of ``values[(seed, row)]`` (eval).
+
+    A probe (an eval with ``EvalConfig.output_dir``) writes ``probe_values[(seed, row)]`` there.
+    """
 
     def __init__(
         self,
         values: dict[tuple[int, str], tuple[float, float, float]],
         fail_on: str | None = None,
         stop_at: dict[str, int] | None = None,
+        probe_values: dict[tuple[int, str], tuple[float, ...]] | None = None,
     ):
         self.values, self.fail_on, self.stop_at, self.commands = values, fail_on, stop_at or {}, []
+        self.probe_values = probe_values or {}
 
     def __call__(self, command: list[str]) -> None:
         self.commands.append(command)
@@ -70,9 +81,13 @@ class FakeRunner:
                 (model_dir / "checkpoints" / str(step)).mkdir(parents=True, exist_ok=True)
                 (model_dir / "checkpoints" / str(step) / "checksums.json").write_text(f'{{"step": {step}}}')
         else:
-            out = model_dir / "eval" / "step_600"
+            output_dir = [
+                a.split("=", 1)[1].strip("'") for a in command if a.startswith("--gin.EvalConfig.output_dir=")
+            ]
+            out = Path(output_dir[0] if output_dir else model_dir / "eval") / "step_600"
             out.mkdir(parents=True, exist_ok=True)
-            (out / "metrics.json").write_text(json.dumps(_metrics(*self.values[(seed, row)])))
+            values = self.probe_values if output_dir else self.values
+            (out / "metrics.json").write_text(json.dumps(_metrics(*values[(seed, row)])))
 
 
 def test_commands_name_the_run_its_seeds_and_bindings(tmp_path):
@@ -151,6 +166,82 @@ def test_summary_is_the_mean_and_sample_std_over_seeds(tmp_path):
     assert "| (sessions) | 50: 40 / 12 |" in table
 
 
+def test_a_probe_evaluates_the_runs_it_names_once_and_can_be_added_to_a_finished_ablation(tmp_path):
+    values = {(s, r): (0.3, 0.1, 0.2) for s in (0, 1) for r in ("base", "plus")}
+    probe_values = {(s, "plus"): (0.35, 0.1, 0.2) for s in (0, 1)}
+    config = AblationConfig(root=str(tmp_path), rows=ROWS, seeds=(0, 1))
+    run_ablation(config, runner=FakeRunner(values))
+    probed = AblationConfig(root=str(tmp_path), rows=ROWS, seeds=(0, 1), probes=(PROBE,))
+    command = probe_command(probed, 1, ROWS[1], PROBE, 600)
+    assert command[: len(eval_command(probed, 1, ROWS[1]))] == eval_command(probed, 1, ROWS[1])
+    assert command[-3:] == [
+        "--gin.EvalConfig.input_field='teacher_inputs'",
+        f"--gin.EvalConfig.output_dir='{tmp_path}/seed1/plus/eval_teacher'",
+        "--step=600",
+    ]  # fmt: skip
+    runner = FakeRunner(values, probe_values=probe_values)
+    finished = run_ablation(probed, runner=runner)  # only the probes run: nothing is trained again
+    assert [p.relative_to(tmp_path).as_posix() for p in finished] == [
+        "seed0/plus/eval_teacher",
+        "seed1/plus/eval_teacher",
+    ]
+    assert [c[1] for c in runner.commands] == ["eval", "eval"]
+    assert run_ablation(probed, runner=FakeRunner(values, probe_values=probe_values)) == []
+    rows = summarise_ablation(probed)["probes"]["teacher"]["rows"]
+    assert list(rows) == ["plus"] and rows["plus"]["seeds"] == 2
+    assert rows["plus"]["delta"]["click"]["hr"]["mean"] == pytest.approx(0.05)
+
+
+def test_a_probe_that_evaluates_another_step_is_an_error(tmp_path):
+    values = {(0, r): (0.3, 0.1, 0.2) for r in ("base", "plus")}
+
+    class WrongStep(FakeRunner):
+        def __call__(self, command: list[str]) -> None:
+            super().__call__(command)
+            if any(a.startswith("--gin.EvalConfig.output_dir=") for a in command):
+                (tmp_path / "seed0" / "plus" / "eval_teacher" / "step_600").rename(
+                    tmp_path / "seed0" / "plus" / "eval_teacher" / "step_800"
+                )
+
+    config = AblationConfig(root=str(tmp_path), rows=ROWS, seeds=(0,), probes=(PROBE,))
+    runner = WrongStep(values, probe_values={(0, "plus"): (0.3, 0.1, 0.2)})
+    with pytest.raises(
+        RuntimeError, match=r"eval_teacher: the probe evaluated step 800, not the run's evaluated step 600"
+    ):
+        run_ablation(config, runner=runner)
+
+
+def test_summary_pairs_each_row_with_the_baseline_and_each_probe_with_its_run_by_seed(tmp_path):
+    values = {
+        (0, "base"): (0.30, 0.15, 0.2, 1.40), (1, "base"): (0.20, 0.10, 0.2, 1.60),
+        (0, "plus"): (0.34, 0.15, 0.2, 1.30), (1, "plus"): (0.21, 0.10, 0.2, 1.50),
+    }  # fmt: skip
+    probe_values = {(0, "plus"): (0.33, 0.15, 0.2, 1.28, 0.5), (1, "plus"): (0.23, 0.10, 0.2, 1.46, 0.5)}
+    config = AblationConfig(root=str(tmp_path), rows=ROWS, seeds=(0, 1), probes=(PROBE,))
+    run_ablation(config, runner=FakeRunner(values, probe_values=probe_values))
+    summary = summarise_ablation(config)
+    plus = summary["rows"]["plus"]
+    # paired: +0.04 and +0.01, where the unpaired means differ by the same 0.025 with a std of 0.09
+    assert plus["delta"]["seeds"] == 2
+    assert plus["delta"]["click"]["hr"]["mean"] == pytest.approx(0.025)
+    assert plus["delta"]["click"]["hr"]["std"] == pytest.approx(statistics.stdev([0.04, 0.01]))
+    assert plus["delta"]["order"]["hr"]["mean"] == pytest.approx(0.0125)
+    assert "delta" not in summary["rows"]["base"]
+    assert plus["validation_ce"]["raw"]["mean"] == pytest.approx(1.40)
+    teacher = summary["probes"]["teacher"]["rows"]["plus"]
+    assert teacher["delta"]["click"]["hr"]["mean"] == pytest.approx(0.005)
+    assert teacher["delta"]["click"]["hr"]["std"] == pytest.approx(statistics.stdev([-0.01, 0.02]))
+    assert teacher["validation_ce"]["raw"]["mean"] == pytest.approx(1.37)
+    table = summary_markdown(summary)
+    assert "| plus | 2 | 0.2750 ± 0.0919 |" in table
+    assert "| +0.0250 ± 0.0212 | +0.0125 ± 0.0106 | 1.4000 ± 0.1414 |" in table
+    assert "Probe `teacher` (EvalConfig.input_field='teacher_inputs')" in table
+    assert (
+        "| plus | 2 | 0.2800 ± 0.0707 | 0.1400 ± 0.0354 | +0.0050 ± 0.0212 | +0.0025 ± 0.0106 | 1.3700 ± 0.1273 |"
+        in table
+    )
+
+
 def test_config_is_validated():
     with pytest.raises(ValueError, match="repeated names"):
         AblationConfig(root="x", rows=(ROWS[0], ROWS[0]))
@@ -158,6 +249,14 @@ def test_config_is_validated():
         AblationConfig(root="x", rows=ROWS, seeds=(1, 1))
     with pytest.raises(ValueError, match=r"AblationRow\.name"):
         AblationRow(name="a/b", gin_files=["x.gin"])
+    with pytest.raises(ValueError, match=r"AblationProbe 'teacher' names rows that are not in the ablation: \['sft'\]"):
+        AblationConfig(root="x", rows=ROWS, probes=(AblationProbe(name="teacher", bindings=["a=1"], rows=["sft"]),))
+    with pytest.raises(ValueError, match="repeated names"):
+        AblationConfig(root="x", rows=ROWS, probes=(PROBE, PROBE))
+    with pytest.raises(ValueError, match="output_dir is set by the driver"):
+        AblationProbe(name="p", bindings=["EvalConfig.output_dir='/tmp/x'"])
+    with pytest.raises(ValueError, match="needs at least one binding"):
+        AblationProbe(name="p", bindings=[])
 
 
 @pytest.fixture
@@ -172,6 +271,9 @@ def test_lr_esd_ablation_gin_has_the_papers_rows(clean_gin):
     config = configurables.ConfiguredAblation()
     assert [r.name for r in config.rows] == ["sft", "self_distillation", "rdrop", "fgm", "focal"]
     assert config.seeds == (0, 1, 2) and config.branch_step == 600
+    (probe,) = config.probes
+    assert probe.name == "teacher_input" and probe.rows == ("sft", "self_distillation")
+    assert "EvalConfig.input_field='teacher_inputs'" in probe.bindings
     assert config.rows[4].bindings == (
         "DistillConfig.rdrop_alpha=0.5", "DistillConfig.fgm_epsilon=0.6", "DistillConfig.focal_gamma=2.0",
     )  # fmt: skip

@@ -122,6 +122,25 @@ def test_written_metrics_equal_metrics_recomputed_from_the_predictions(evaluated
     assert history[-1]["step"] == 3 and history[-1]["model/click/hr@5"] == written["overall"]["model"]["click"]["hr@5"]
 
 
+def test_on_the_teacher_input_bm25_searches_with_the_keywords_too(run, evaluated, tmp_path):
+    setup, model_dir = run
+    student, _ = evaluated
+    job = EvalJob.create(setup, _checkpoints(model_dir), _config(tmp_path, input_field="teacher_inputs", plots=False),
+                         SegmentConfig())  # fmt: skip
+    records = {}
+    for line in student.sources.records.read_text().splitlines():
+        record = json.loads(line)
+        records.setdefault(record["session_id"], record)
+    with_keywords = [q for q in job.queries if q.keywords]
+    assert with_keywords, "the small world's test sessions should have keywords"
+    for q in job.queries:
+        assert q.keywords == tuple(records[q.session_id]["keywords"])
+        assert q.text == records[q.session_id]["teacher_inputs"]
+    texts = [" ".join((q.query, *q.keywords)) for q in job.queries]
+    assert job.bm25_items == Bm25Retriever.from_catalogue(str(job.sources.data_dir)).rank(texts, 5)
+    assert job.bm25_items != student.bm25_items  # the student's BM25 reads the query alone
+
+
 def test_watcher_evaluates_new_checkpoints_then_stops(run, tmp_path):
     setup, model_dir = run
     quick = _config(tmp_path, max_queries=8, bm25=False, plots=False, valid_sid_rate=False, teacher_forced=False,

@@ -10,8 +10,8 @@ from onesearch_jax.evaluate.test_set import EvalQuery
 
 def _query(session_id, clicked, ordered, frequency="head", kind="plain"):
     segments = {"query_frequency": frequency, "user_activity": "high", "item_popularity": "hot", "query_type": kind}
-    return EvalQuery(session_id=session_id, user_id=1, query=f"q{session_id}", text="t", target_sid="<a_0>",
-                     clicked=clicked, ordered=ordered, segments=segments, where="f:1")  # fmt: skip
+    return EvalQuery(session_id=session_id, user_id=1, query=f"q{session_id}", text="t", keywords=(),
+                     target_sid="<a_0>", clicked=clicked, ordered=ordered, segments=segments, where="f:1")  # fmt: skip
 
 
 QUERIES = [
