@@ -296,6 +296,22 @@ def _mean_std(values: Sequence[float]) -> dict[str, float]:
     }
 
 
+def _segments(runs: Sequence[Mapping[str, Any]], k: int) -> dict[str, Any]:
+    """``[family][segment]``: click and order HR@K (mean and std over ``runs``) and the segment's counts."""
+    return {
+        family: {
+            group: {
+                **{truth: _mean_std([r["segments"][family][group]["model"][truth][f"hr@{k}"] for r in runs])
+                   for truth in ("click", "order")},
+                "counts": _segment_counts(runs[0]["segments"][family][group]),
+            }
+            for group in groups
+            if all(group in r["segments"].get(family, {}) for r in runs)
+        }
+        for family, groups in runs[0]["segments"].items()
+    }  # fmt: skip
+
+
 def _headline(run: Mapping[str, Any], truth: str, metric: str, k: int) -> float:
     return float(run["overall"]["model"][truth][f"{metric}@{k}"])
 
@@ -353,19 +369,8 @@ def summarise_ablation(config: AblationConfig) -> dict[str, Any]:
             truth: {m: _mean_std([_headline(r, truth, m, k) for r in runs]) for m in ("hr", "mrr")}
             for truth in ("click", "order")
         }
-        segments: dict[str, Any] = {}
-        for family, groups in runs[0]["segments"].items():
-            segments[family] = {
-                group: {
-                    **{truth: _mean_std([r["segments"][family][group]["model"][truth][f"hr@{k}"] for r in runs])
-                       for truth in ("click", "order")},
-                    "counts": _segment_counts(runs[0]["segments"][family][group]),
-                }
-                for group in groups
-                if all(group in r["segments"][family] for r in runs)
-            }  # fmt: skip
         rows[row.name] = {"seeds": len(runs), "overall": overall, "validation_ce": _validation_ce(runs),
-                          "segments": segments}  # fmt: skip
+                          "segments": _segments(runs, k)}  # fmt: skip
         paired = [(by_seed[s], baseline[s]) for s in by_seed if s in baseline]
         if row != config.rows[0] and paired:
             rows[row.name]["delta"] = {"seeds": len(paired), **_paired_delta(paired, k)}
@@ -383,6 +388,7 @@ def summarise_ablation(config: AblationConfig) -> dict[str, Any]:
                 "overall": {truth: {m: _mean_std([_headline(r, truth, m, k) for r in runs]) for m in ("hr", "mrr")}
                             for truth in ("click", "order")},
                 "validation_ce": _validation_ce(runs),
+                "segments": _segments(runs, k),
                 "delta": _paired_delta([(probed[s], evaluated[row.name][s]) for s in probed], k),
             }  # fmt: skip
     first = next((runs[s] for runs in evaluated.values() for s in runs), None)
@@ -455,25 +461,35 @@ def summary_markdown(summary: Mapping[str, Any]) -> str:
                       for task in probe_tasks]  # fmt: skip
             lines.append(f"| {name} | {row['seeds']} | " + " | ".join(cells) + " |")
         lines += _bm25_line(probe.get("bm25"), k, f"the same queries, probe `{probe_name}`")
-    if rows:
-        first = next(iter(rows.values()))
-        for family, groups in first["segments"].items():
-            lines += ["", f"HR@{k} by {family.replace('_', ' ')} (click / order, mean ± std over seeds; under each "
-                      "segment its test sessions, with a click / with an order)", ""]  # fmt: skip
-            counts = [groups[g]["counts"] for g in groups]
-            lines.append("| row | " + " | ".join(groups) + " |")
-            lines.append("|---|" + "---|" * len(groups))
-            lines.append("| (sessions) | " + " | ".join(f"{c['sessions']}: {c['click']} / {c['order']}"
-                                                       for c in counts) + " |")  # fmt: skip
-            for name, row in rows.items():
-                cells = [
-                    f"{_cell(row['segments'][family][g]['click'])} / {_cell(row['segments'][family][g]['order'])}"
-                    if g in row["segments"].get(family, {})
-                    else "n/a"
-                    for g in groups
-                ]
-                lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += _segment_tables(rows, k, "")
+    for probe_name, probe in summary.get("probes", {}).items():
+        lines += _segment_tables(probe["rows"], k, f"probe `{probe_name}`: ")
     return "\n".join(lines) + "\n"
+
+
+def _segment_tables(rows: Mapping[str, Any], k: int, title: str) -> list[str]:
+    """One Markdown table per segment family: click / order HR@K of each row, the counts on top."""
+    if not rows:
+        return []
+    lines: list[str] = []
+    first = next(iter(rows.values()))
+    for family, groups in first["segments"].items():
+        lines += ["", f"{title}HR@{k} by {family.replace('_', ' ')} (click / order, mean ± std over seeds; under each "
+                  "segment its test sessions, with a click / with an order)", ""]  # fmt: skip
+        counts = [groups[g]["counts"] for g in groups]
+        lines.append("| row | " + " | ".join(groups) + " |")
+        lines.append("|---|" + "---|" * len(groups))
+        lines.append("| (sessions) | " + " | ".join(f"{c['sessions']}: {c['click']} / {c['order']}"
+                                                   for c in counts) + " |")  # fmt: skip
+        for name, row in rows.items():
+            cells = [
+                f"{_cell(row['segments'][family][g]['click'])} / {_cell(row['segments'][family][g]['order'])}"
+                if g in row["segments"].get(family, {})
+                else "n/a"
+                for g in groups
+            ]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def write_summary(config: AblationConfig) -> Path:

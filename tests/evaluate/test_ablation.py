@@ -216,7 +216,7 @@ def test_summary_pairs_each_row_with_the_baseline_and_each_probe_with_its_run_by
         (0, "base"): (0.30, 0.15, 0.2, 1.40), (1, "base"): (0.20, 0.10, 0.2, 1.60),
         (0, "plus"): (0.34, 0.15, 0.2, 1.30), (1, "plus"): (0.21, 0.10, 0.2, 1.50),
     }  # fmt: skip
-    probe_values = {(0, "plus"): (0.33, 0.15, 0.2, 1.28, 0.5), (1, "plus"): (0.23, 0.10, 0.2, 1.46, 0.5)}
+    probe_values = {(0, "plus"): (0.33, 0.15, 0.6, 1.28, 0.5), (1, "plus"): (0.23, 0.10, 0.4, 1.46, 0.5)}
     config = AblationConfig(root=str(tmp_path), rows=ROWS, seeds=(0, 1), probes=(PROBE,))
     run_ablation(config, runner=FakeRunner(values, probe_values=probe_values))
     summary = summarise_ablation(config)
