@@ -6,8 +6,11 @@ Each call of :meth:`MetricsWriter.write` appends one line to ``model_dir/metrics
 
 and, with TensorBoard on, one scalar per metric to ``model_dir/tensorboard/<split>`` (``tensorboardX``
 event files, readable by ``tensorboard --logdir MODEL_DIR/tensorboard``). A resumed run appends to the
-same files; TensorBoard is told to purge events past the resumed step (``purge_step``), so a
-restart after a crash does not leave two curves over the steps it repeats.
+same files, after setting aside what the stopped run logged past the step it resumes from: those
+records move to ``metrics.superseded.jsonl`` (kept, not deleted; a line cut short by a kill goes
+there too), and TensorBoard is told to purge those events (``purge_step``). So ``metrics.jsonl``
+holds each step once, as an uninterrupted run would, and a restart after a crash does not leave two
+curves over the steps it repeats.
 """
 
 from __future__ import annotations
@@ -20,6 +23,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from absl import logging
+
+SUPERSEDED = "metrics.superseded.jsonl"
+
 
 class MetricsWriter:
     """Writes scalar metrics to ``metrics.jsonl`` and TensorBoard under ``model_dir``.
@@ -28,7 +35,8 @@ class MetricsWriter:
         model_dir: the run directory.
         enabled: write anything at all (False on processes other than 0).
         tensorboard: also write TensorBoard event files.
-        start_step: the step the run (re)starts from; TensorBoard purges later events of earlier runs.
+        start_step: the step the run (re)starts from; earlier runs' records of later steps are set
+            aside (``metrics.superseded.jsonl``) and TensorBoard purges their events.
     """
 
     def __init__(self, model_dir: str | os.PathLike[str], *, enabled: bool = True, tensorboard: bool = True,
@@ -40,6 +48,30 @@ class MetricsWriter:
         self._writers: dict[str, Any] = {}
         if enabled:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._set_aside_after(start_step)
+
+    def _set_aside_after(self, step: int) -> None:
+        """Moves the records of steps after ``step``, and unreadable lines, to ``metrics.superseded.jsonl``."""
+        if not self.path.is_file():
+            return
+        kept, moved = [], []
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            if not line.strip():
+                continue
+            try:
+                later = int(json.loads(line)["step"]) > step
+            except (ValueError, KeyError, TypeError):  # JSONDecodeError is a ValueError
+                later = True
+            (moved if later else kept).append(line + "\n")
+        if not moved:
+            return
+        with open(self.path.with_name(SUPERSEDED), "a", encoding="utf-8") as f:
+            f.writelines(moved)
+        partial = self.path.with_name(self.path.name + ".tmp")
+        partial.write_text("".join(kept), encoding="utf-8")
+        os.replace(partial, self.path)
+        logging.warning("%s: %d records past step %d (logged by a run that stopped before its next checkpoint) "
+                        "moved to %s", self.path, len(moved), step, SUPERSEDED)  # fmt: skip
 
     def write(self, step: int, split: str, metrics: Mapping[str, float]) -> None:
         """Appends ``metrics`` of ``split`` (``train``, ``eval``...) at ``step``; non-finite values become null."""

@@ -61,13 +61,11 @@ def _complete_steps(model_dir: Path) -> list[int]:
 
 
 def _losses(model_dir: Path) -> dict[int, float]:
-    """step -> training loss, the last record of each step (a restart appends the steps it redoes)."""
-    out = {}
-    for line in (model_dir / "metrics.jsonl").read_text().splitlines():
-        record = json.loads(line)
-        if record["split"] == "train":
-            out[record["step"]] = record["loss"]
-    return out
+    """step -> training loss, each step logged once (a restart sets aside what the killed run logged later)."""
+    train = [json.loads(line) for line in (model_dir / "metrics.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in train if r["split"] == "train"]
+    assert steps == sorted(set(steps)), f"train steps logged twice or out of order: {steps}"
+    return {r["step"]: r["loss"] for r in train if r["split"] == "train"}
 
 
 def _final(model_dir: Path) -> tuple[list[np.ndarray], dict]:

@@ -211,6 +211,27 @@ def test_metrics_writer_nulls_non_finite_values_and_reader_names_bad_lines(tmp_p
         read_metrics(tmp_path / "metrics.jsonl")
 
 
+def test_a_resumed_writer_sets_aside_what_the_stopped_run_logged_past_its_checkpoint(tmp_path):
+    writer = MetricsWriter(tmp_path, tensorboard=False)
+    for step in (1, 2, 3, 4, 5):
+        writer.write(step, "train", {"loss": float(step)})
+    writer.write(4, "eval", {"loss": 0.5})
+    with open(tmp_path / "metrics.jsonl", "a") as f:
+        f.write('{"step": 6, "split": "tr')  # a kill in the middle of a line
+    resumed = MetricsWriter(tmp_path, tensorboard=False, start_step=4)  # the latest checkpoint is step 4
+    resumed.write(5, "train", {"loss": 50.0})
+    records = read_metrics(tmp_path / "metrics.jsonl")
+    assert [(r["step"], r["split"], r["loss"]) for r in records] == [
+        (1, "train", 1.0), (2, "train", 2.0), (3, "train", 3.0), (4, "train", 4.0), (4, "eval", 0.5),
+        (5, "train", 50.0),
+    ]  # fmt: skip
+    superseded = (tmp_path / "metrics.superseded.jsonl").read_text().splitlines()
+    assert json.loads(superseded[0]) == {**json.loads(superseded[0]), "step": 5, "loss": 5.0}
+    assert superseded[1] == '{"step": 6, "split": "tr'
+    MetricsWriter(tmp_path, tensorboard=False, start_step=5)  # nothing past step 5: the files stay as they are
+    assert len(read_metrics(tmp_path / "metrics.jsonl")) == 6 and len(superseded) == 2
+
+
 def test_disabled_writer_writes_nothing(tmp_path):
     writer = MetricsWriter(tmp_path / "other", enabled=False)
     writer.write(1, "train", {"loss": 1.0})
