@@ -36,6 +36,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from onesearch_jax.train.metrics_writer import read_metrics
+
 DONE_FILE = "ablation.json"
 KEEP_ALL_CHECKPOINTS = 1000
 
@@ -296,6 +298,23 @@ def _mean_std(values: Sequence[float]) -> dict[str, float]:
     }
 
 
+def train_teacher_gap(run_dir: Path) -> float | None:
+    """Mean of ``teacher_ce - student_ce`` over the run's logged train steps that have both, or None.
+
+    The distillation loss logs both cross-entropies at every logged step (``train/distill.py``); a
+    gap near 0 means the teacher input predicts the targets no better than the student input, so
+    the KL term has nothing to transfer. A step logged twice (a run resumed by an older build) counts
+    once, with its last record.
+    """
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return None
+    by_step = {r["step"]: r for r in read_metrics(path, "train")}
+    gaps = [r["teacher_ce"] - r["student_ce"] for r in by_step.values()
+            if r.get("teacher_ce") is not None and r.get("student_ce") is not None]  # fmt: skip
+    return statistics.fmean(gaps) if gaps else None
+
+
 def _segments(runs: Sequence[Mapping[str, Any]], k: int) -> dict[str, Any]:
     """``[family][segment]``: click and order HR@K (mean and std over ``runs``) and the segment's counts."""
     return {
@@ -354,7 +373,8 @@ def summarise_ablation(config: AblationConfig) -> dict[str, Any]:
     HR@K with ``segments[family][segment]["counts"]`` = the segment's test sessions and those with a
     click and with an order (the test split is the same for every seed). Per probe and row:
     ``overall``, ``validation_ce`` and ``delta`` (the probe minus the row's own evaluation, per
-    seed). Rows with no finished seed are left out.
+    seed). ``train_teacher_gap``: :func:`train_teacher_gap` over seeds, for rows that log both
+    cross-entropies. Rows with no finished seed are left out.
     """
     k = config.k
     rows: dict[str, Any] = {}
@@ -371,6 +391,9 @@ def summarise_ablation(config: AblationConfig) -> dict[str, Any]:
         }
         rows[row.name] = {"seeds": len(runs), "overall": overall, "validation_ce": _validation_ce(runs),
                           "segments": _segments(runs, k)}  # fmt: skip
+        gaps = [gap for seed in by_seed if (gap := train_teacher_gap(config.run_dir(seed, row))) is not None]
+        if gaps:
+            rows[row.name]["train_teacher_gap"] = _mean_std(gaps)
         paired = [(by_seed[s], baseline[s]) for s in by_seed if s in baseline]
         if row != config.rows[0] and paired:
             rows[row.name]["delta"] = {"seeds": len(paired), **_paired_delta(paired, k)}
@@ -432,9 +455,12 @@ def summary_markdown(summary: Mapping[str, Any]) -> str:
     tasks = _ce_tasks(rows)
     heads = [f"{t} {m.upper()}@{k}" for t in ("click", "order") for m in ("hr", "mrr")]
     heads += [f"{t} HR@{k} - baseline" for t in ("click", "order")] + [f"CE {task}" for task in tasks]
+    gap = any("train_teacher_gap" in row for row in rows.values())
+    heads += ["teacher_ce - student_ce (train)"] if gap else []
     lines = [
         "Mean ± sample std over seeds; '- baseline' is the difference from the first row of the same seed (paired). "
-        "CE: teacher-forced cross-entropy on the validation split.",
+        "CE: teacher-forced cross-entropy on the validation split; teacher_ce - student_ce: the mean gap over the "
+        "logged train steps of a distillation run.",
         "",
         "| row | seeds | " + " | ".join(heads) + " |",
         "|---|---|" + "---|" * len(heads),
@@ -443,6 +469,8 @@ def summary_markdown(summary: Mapping[str, Any]) -> str:
         cells = [_cell(row["overall"][t][m]) for t in ("click", "order") for m in ("hr", "mrr")]
         cells += [_cell(row["delta"][t]["hr"], signed=True) if "delta" in row else "-" for t in ("click", "order")]
         cells += [_cell(row["validation_ce"][task]) if task in row["validation_ce"] else "n/a" for task in tasks]
+        if gap:
+            cells.append(_cell(row["train_teacher_gap"], signed=True) if "train_teacher_gap" in row else "-")
         lines.append(f"| {name} | {row['seeds']} | " + " | ".join(cells) + " |")
     lines += _bm25_line(summary.get("bm25"), k, "the same queries")
     for probe_name, probe in summary.get("probes", {}).items():

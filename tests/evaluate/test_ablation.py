@@ -26,6 +26,7 @@ from onesearch_jax.evaluate.ablation import (
     summarise_ablation,
     summary_markdown,
     train_command,
+    train_teacher_gap,
 )
 from onesearch_jax.gin_utils import parse_gin
 
@@ -240,6 +241,33 @@ def test_summary_pairs_each_row_with_the_baseline_and_each_probe_with_its_run_by
         "| plus | 2 | 0.2800 ± 0.0707 | 0.1400 ± 0.0354 | +0.0050 ± 0.0212 | +0.0025 ± 0.0106 | 1.3700 ± 0.1273 |"
         in table
     )
+
+
+def test_the_train_teacher_gap_is_the_mean_over_logged_steps_with_both_cross_entropies(tmp_path):
+    values = {(s, r): (0.3, 0.1, 0.2) for s in (0, 1) for r in ("base", "plus")}
+    config = AblationConfig(root=str(tmp_path), rows=ROWS, seeds=(0, 1))
+    run_ablation(config, runner=FakeRunner(values))
+    logs = {
+        0: [(10, 1.5, 1.4), (20, 1.2, 1.3), (20, 1.0, 1.3)],  # step 20 logged twice: its last record counts
+        1: [(10, 1.0, 1.1), (20, 1.0, 1.1)],
+    }
+    for seed, records in logs.items():
+        with open(tmp_path / f"seed{seed}" / "plus" / "metrics.jsonl", "w") as f:
+            f.write(json.dumps({"step": 5, "split": "train", "loss": 2.0}) + "\n")  # no teacher: not counted
+            for step, student, teacher in records:
+                f.write(
+                    json.dumps({"step": step, "split": "train", "student_ce": student, "teacher_ce": teacher}) + "\n"
+                )
+            f.write(json.dumps({"step": 20, "split": "eval", "student_ce": 9.0, "teacher_ce": 0.0}) + "\n")
+    assert train_teacher_gap(tmp_path / "seed0" / "plus") == pytest.approx((-0.1 + 0.3) / 2)
+    assert train_teacher_gap(tmp_path / "seed1" / "plus") == pytest.approx(0.1)
+    assert train_teacher_gap(tmp_path / "seed0" / "base") is None  # no metrics.jsonl
+    summary = summarise_ablation(config)
+    assert summary["rows"]["plus"]["train_teacher_gap"]["mean"] == pytest.approx(0.1)
+    assert summary["rows"]["plus"]["train_teacher_gap"]["std"] == pytest.approx(0.0, abs=1e-12)
+    assert "train_teacher_gap" not in summary["rows"]["base"]
+    table = summary_markdown(summary)
+    assert "| teacher_ce - student_ce (train) |" in table and "| +0.1000 ± 0.0000 |" in table
 
 
 def test_config_is_validated():
