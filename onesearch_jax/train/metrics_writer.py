@@ -70,8 +70,8 @@ class MetricsWriter:
         partial = self.path.with_name(self.path.name + ".tmp")
         partial.write_text("".join(kept), encoding="utf-8")
         os.replace(partial, self.path)
-        logging.warning("%s: %d records past step %d (logged by a run that stopped before its next checkpoint) "
-                        "moved to %s", self.path, len(moved), step, SUPERSEDED)  # fmt: skip
+        logging.warning("%s: %d lines past step %d or unreadable (logged by a run that stopped before its next "
+                        "checkpoint) moved to %s", self.path, len(moved), step, SUPERSEDED)  # fmt: skip
 
     def write(self, step: int, split: str, metrics: Mapping[str, float]) -> None:
         """Appends ``metrics`` of ``split`` (``train``, ``eval``...) at ``step``; non-finite values become null."""
