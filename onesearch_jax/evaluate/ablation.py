@@ -358,9 +358,22 @@ def _finished(config: AblationConfig, row: AblationRow, eval_dir: str = "eval") 
     runs = {}
     for seed in config.seeds:
         run_dir = config.run_dir(seed, row)
-        if (run_dir / DONE_FILE).is_file() and any((run_dir / eval_dir).glob("step_*/metrics.json")):
-            runs[seed] = latest_metrics(run_dir, eval_dir)[1]
+        if (run_dir / DONE_FILE).is_file():
+            try:
+                runs[seed] = latest_metrics(run_dir, eval_dir)[1]
+            except FileNotFoundError:  # not probed (yet)
+                continue
     return runs
+
+
+def _stats(runs: Sequence[Mapping[str, Any]], k: int) -> dict[str, Any]:
+    """Seeds, headline metrics, validation CE and segments of one row's runs (mean and std over them)."""
+    overall = {
+        truth: {m: _mean_std([_headline(r, truth, m, k) for r in runs]) for m in ("hr", "mrr")}
+        for truth in ("click", "order")
+    }
+    return {"seeds": len(runs), "overall": overall, "validation_ce": _validation_ce(runs),
+            "segments": _segments(runs, k)}  # fmt: skip
 
 
 def summarise_ablation(config: AblationConfig) -> dict[str, Any]:
@@ -385,12 +398,7 @@ def summarise_ablation(config: AblationConfig) -> dict[str, Any]:
         runs = list(by_seed.values())
         if not runs:
             continue
-        overall = {
-            truth: {m: _mean_std([_headline(r, truth, m, k) for r in runs]) for m in ("hr", "mrr")}
-            for truth in ("click", "order")
-        }
-        rows[row.name] = {"seeds": len(runs), "overall": overall, "validation_ce": _validation_ce(runs),
-                          "segments": _segments(runs, k)}  # fmt: skip
+        rows[row.name] = _stats(runs, k)
         gaps = [gap for seed in by_seed if (gap := train_teacher_gap(config.run_dir(seed, row))) is not None]
         if gaps:
             rows[row.name]["train_teacher_gap"] = _mean_std(gaps)
@@ -407,13 +415,9 @@ def summarise_ablation(config: AblationConfig) -> dict[str, Any]:
             runs = list(probed.values())
             probes[probe.name]["bm25"] = probes[probe.name]["bm25"] or _bm25(runs[0], k)
             probes[probe.name]["rows"][row.name] = {
-                "seeds": len(runs),
-                "overall": {truth: {m: _mean_std([_headline(r, truth, m, k) for r in runs]) for m in ("hr", "mrr")}
-                            for truth in ("click", "order")},
-                "validation_ce": _validation_ce(runs),
-                "segments": _segments(runs, k),
+                **_stats(runs, k),
                 "delta": _paired_delta([(probed[s], evaluated[row.name][s]) for s in probed], k),
-            }  # fmt: skip
+            }
     first = next((runs[s] for runs in evaluated.values() for s in runs), None)
     return {"k": k, "rows": rows, "bm25": _bm25(first, k) if first else None, "probes": probes}
 
