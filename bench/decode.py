@@ -28,8 +28,14 @@ inside a SID, then only EOS. Every HF hypothesis therefore has length L+1, the l
 does nothing, and HF's top-10 are the 10 best of its W finished beams, as ours are
 (``score_eos=True``); ``--no_score_eos`` drops the EOS step on both sides (HF ``max_new_tokens=L``).
 
-Ours: ``make_beam_search`` (jit, one-device mesh) on all ``--num_queries`` queries in one call;
-its first call (tracing + compile + one run) is reported apart and not timed. HF:
+Ours: ``make_beam_search`` on all ``--num_queries`` queries in one call, the queries sharded over
+a ``data`` mesh of ``--cpu_devices`` CPU devices (default: one per usable core, through
+``--xla_force_host_platform_device_count``), which is how the framework spreads decoding over the
+cores it has: each device searches its own queries with no communication
+(``tests/decode/test_sharded_decode.py``), and XLA runs the devices' programs side by side, so one
+fills the other's gaps between small kernels. ``--cpu_devices 1`` is one device that XLA's own
+thread pool spreads over the cores, as PyTorch spreads HF's. Its first call (tracing + compile + one
+run) is reported apart and not timed. HF:
 ``torch.inference_mode()``, ``torch.set_num_threads`` = usable cores (``--torch_threads``), the
 same queries in one ``generate`` call (``--hf_batch_size`` splits them) after a 2-query warm-up
 call; ``--hf_queries`` gives HF only the first N queries (one N or one per beam width), which
@@ -51,6 +57,7 @@ from a difference between the searches.
 
     python bench/decode.py [--beams 20,128] [--num_queries 64] [--hf_queries 64]
         [--input_length 64] [--repeats 5] [--hf_repeats 2] [--sample_seconds 1] [--dtype float32|bfloat16]
+        [--cpu_devices N]
         [--codebook DIR] [--json_out OUT.json] [--noxla_defaults]
 """
 
@@ -252,8 +259,8 @@ def bench_beam(
     from onesearch_jax.models.mesh_config import MeshConfig, standard_logical_axis_rules
 
     sid_length = trie.sid_length
-    # ours: one-device mesh, compiled by the first call
-    mesh = partitioning.make_mesh(MeshConfig(data=1), devices=jax.devices()[:1])
+    # ours: the queries over a data mesh of --cpu_devices devices, compiled by the first call
+    mesh = partitioning.make_mesh(MeshConfig(data=args.cpu_devices), devices=jax.devices()[: args.cpu_devices])
     rules = standard_logical_axis_rules()
     graphdef, params = nnx.split(ours)
     with jax.set_mesh(mesh), nnx.logical_axis_rules(rules):
@@ -408,6 +415,9 @@ def main() -> None:
     parser.add_argument("--codebook", default=None, help="a SidCodebook directory to use instead of synthetic SIDs")
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"), help="our activations")
     parser.add_argument("--torch_threads", type=int, default=None, help="PyTorch threads (default: usable cores)")
+    parser.add_argument(
+        "--cpu_devices", type=int, default=None, help="CPU devices our queries are sharded over (default: usable cores)"
+    )
     parser.add_argument("--repeats", type=int, default=5, help="timed samples of ours per beam")
     parser.add_argument("--hf_repeats", type=int, default=2, help="timed samples of HF per beam")
     parser.add_argument(
@@ -430,6 +440,15 @@ def main() -> None:
         parser.error(f"beams must be >= top-k {TOP_K}; --hf_queries, --repeats and --hf_repeats >= 1")
     if args.sample_seconds < 0:
         parser.error("--sample_seconds must be >= 0")
+    cores = len(os.sched_getaffinity(0))
+    args.cpu_devices = args.cpu_devices or cores
+    if args.cpu_devices < 1 or args.num_queries % args.cpu_devices:
+        parser.error(f"--cpu_devices must be >= 1 and divide --num_queries {args.num_queries}, got {args.cpu_devices}")
+    if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
+        parser.error("XLA_FLAGS sets --xla_force_host_platform_device_count: use --cpu_devices instead")
+    if args.cpu_devices > 1:
+        flag = f"--xla_force_host_platform_device_count={args.cpu_devices}"
+        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {flag}".strip()
     apply_xla_defaults_option(args)
 
     import jax
@@ -438,7 +457,6 @@ def main() -> None:
 
     from onesearch_jax.decode.device_trie import DeviceTrie
 
-    cores = len(os.sched_getaffinity(0))
     torch.set_num_threads(args.torch_threads or cores)
     trie, token_offsets, source = sid_setup(args.codebook, args.num_items)
     device_trie = DeviceTrie.from_trie(trie, token_offsets)

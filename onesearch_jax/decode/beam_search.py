@@ -20,7 +20,10 @@ step, to measure how often free decoding spells a valid SID (the paper's valid-S
 
 When fewer than ``beam_size`` SIDs exist under the query's prefixes, the remaining beams have
 score ``-inf`` and leaf ``-1``. Steps are a Python loop unrolled in the program (L is a handful
-and each depth has its own static width); the query axis is sharded over the mesh's batch axes.
+and each depth has its own static width); the query axis is sharded over the mesh's batch axes,
+and each device searches its own queries with no communication: the cache's row maps stay
+inside each query (:class:`~onesearch_jax.models.encoder_decoder.DecodeCache`) and the beams are
+picked by :func:`~onesearch_jax.models.partitioning.top_k_per_shard`.
 """
 
 from __future__ import annotations
@@ -132,14 +135,14 @@ def beam_search(
         flat_candidates = candidates.reshape(batch, live * per_beam)
         if live * per_beam < keep:  # fewer candidates than beams: pad with dead ones
             flat_candidates = jnp.pad(flat_candidates, ((0, 0), (0, keep - live * per_beam)), constant_values=NEG_INF)
-        scores, flat = jax.lax.top_k(flat_candidates, keep)
+        scores, flat = partitioning.top_k_per_shard(flat_candidates, keep)
         flat = jnp.minimum(flat, live * per_beam - 1)
         parent = flat // per_beam
         chosen = jnp.take_along_axis(candidate_tokens.reshape(batch, -1), flat, axis=1)
         nodes = jnp.take_along_axis(child_nodes.reshape(batch, -1), flat, axis=1)
         tokens = jnp.take_along_axis(tokens, parent[..., None], axis=1).at[:, :, t + 1].set(chosen)
         if score_eos or t + 1 < length:  # the cache is read again
-            cache = reorder_cache(cache, (parent + live * jnp.arange(batch)[:, None]).reshape(-1))
+            cache = reorder_cache(cache, parent)
     if score_eos:
         logits, normaliser, _ = step(tokens[:, :, length], length, cache)
         scores = scores + logits[..., eos_id] - normaliser[..., 0]
@@ -147,7 +150,7 @@ def beam_search(
         scores = jnp.pad(scores, ((0, 0), (0, top_k - scores.shape[1])), constant_values=NEG_INF)
         tokens = jnp.pad(tokens, ((0, 0), (0, top_k - tokens.shape[1]), (0, 0)))
         nodes = jnp.pad(nodes, ((0, 0), (0, top_k - nodes.shape[1])))
-    scores, order = jax.lax.top_k(scores, top_k)
+    scores, order = partitioning.top_k_per_shard(scores, top_k)
     tokens = jnp.take_along_axis(tokens[:, :, 1:], order[..., None], axis=1)
     if trie is None:
         leaves = jnp.full((batch, top_k), -1, jnp.int32)

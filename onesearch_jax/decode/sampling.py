@@ -92,7 +92,7 @@ def truncate_logits(logits: jax.Array, *, top_k: int, top_p: float) -> jax.Array
     """
     width = logits.shape[-1]
     if top_k and top_k < width:
-        kth = jax.lax.top_k(logits, top_k)[0][..., -1:]
+        kth = partitioning.top_k_per_shard(logits, top_k)[0][..., -1:]
         logits = jnp.where(logits >= kth, logits, NEG_INF)
     if top_p < 1.0:
         order = jnp.argsort(-logits, axis=-1)

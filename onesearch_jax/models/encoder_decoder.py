@@ -46,16 +46,20 @@ DropoutRngs = nnx.Rngs | jax.Array | None
 class DecodeCache:
     """The decoder's self-attention keys and values of the positions decoded so far, reordered lazily.
 
+    Rows belong to queries: ``N = B * R``, row ``b * R + r`` being row ``r`` of query ``b``.
     Position s's keys and values stay in the row order they were computed in; ``ancestors[s]``
-    ``[N]`` gives, for each current row, its row at position s. A beam search that reorders its
-    beams composes these maps (:func:`reorder_cache`, a gather of ``N`` integers per position)
-    instead of copying every cached key and value, and each step gathers the keys it attends to
-    inside the attention's own fused loops (:meth:`MultiHeadAttention.attend_rows`).
+    ``[B, R]`` gives, for each current row, its row *within the same query* at position s. A beam
+    search that reorders its beams composes these maps (:func:`reorder_cache`, a gather of ``N``
+    integers per position) instead of copying every cached key and value, and each step gathers
+    the keys it attends to inside the attention's own fused loops
+    (:meth:`MultiHeadAttention.attend_rows`). Every map and gather stays inside its query, so a
+    search with the queries sharded over devices reads only its own shard (a map into the
+    flattened rows would make XLA gather the whole cache onto every device at every step).
 
     Attributes:
-        keys: per decoder layer, per position, ``[N_s, heads, kv]``.
+        keys: per decoder layer, per position, ``[B * R_s, heads, kv]``.
         values: likewise.
-        ancestors: per position, int32 ``[N]``.
+        ancestors: per position, int32 ``[B, R]``.
     """
 
     keys: tuple[tuple[jax.Array, ...], ...]
@@ -69,14 +73,27 @@ class DecodeCache:
 
     @property
     def rows(self) -> int:
-        """The number of current rows."""
-        return int(self.ancestors[0].shape[0])
+        """The number of current rows ``N = B * R``."""
+        return int(self.ancestors[0].size)
 
 
-def reorder_cache(cache: DecodeCache, rows: jax.Array) -> DecodeCache:
-    """The cache with its rows taken from ``rows [N']`` (beam search keeping each beam's parent;
-    ``N'`` may differ from ``N``, e.g. one row per query expanded to its beams)."""
-    return dataclasses.replace(cache, ancestors=tuple(jnp.take(a, rows, axis=0, mode="clip") for a in cache.ancestors))
+def reorder_cache(cache: DecodeCache, parents: jax.Array) -> DecodeCache:
+    """The cache with its rows taken from ``parents [B, R']``: each new row's row within its query
+    (beam search keeping each beam's parent; ``R'`` may differ from ``R``, e.g. one row per query
+    expanded to its beams). Indices outside ``0 .. R - 1`` are clamped."""
+    return dataclasses.replace(
+        cache,
+        ancestors=tuple(jnp.take_along_axis(a, parents, axis=1, mode="clip") for a in cache.ancestors),
+    )
+
+
+def gather_rows(cached: jax.Array, ancestors: jax.Array) -> jax.Array:
+    """Rows ``[B * R, ...]`` of ``cached [B * R_s, ...]`` (R_s rows per query) picked by
+    ``ancestors [B, R]``, each within its own query."""
+    batch, rows = ancestors.shape
+    per_query = cached.reshape(batch, -1, *cached.shape[1:])
+    index = ancestors.reshape(batch, rows, *([1] * (cached.ndim - 1)))
+    return jnp.take_along_axis(per_query, index, axis=1, mode="clip").reshape(batch * rows, *cached.shape[1:])
 
 
 def activation_dtype(config: T5Config) -> jnp.dtype:
@@ -200,15 +217,16 @@ class DecoderLayer(nnx.Module):
         cross_mask: jax.Array,
     ) -> tuple[jax.Array, jax.Array, jax.Array]:
         """One decoding position ``x [N, 1, embed]`` over the earlier positions' keys and values
-        (``cached``: per position ``[N_s, heads, kv]``, row ``ancestors[s]`` for each current row).
+        (``cached``: per position ``[N_s, heads, kv]``; ``ancestors[s] [B, R]``: each current row's
+        row within its query at position s, see :class:`DecodeCache`).
 
         Returns the output and this position's key and value ``[N, heads, kv]``. Equal to
         :meth:`__call__` at the same position of the whole prefix (no dropout).
         """
         attention = self.self_attention
         query, key, value = attention.project_rows(self.pre_self_attention_layer_norm(x)[:, 0])
-        keys = [jnp.take(k, a, axis=0, mode="clip") for k, a in zip(cached[0], ancestors, strict=True)] + [key]
-        values = [jnp.take(v, a, axis=0, mode="clip") for v, a in zip(cached[1], ancestors, strict=True)] + [value]
+        keys = [gather_rows(k, a) for k, a in zip(cached[0], ancestors, strict=True)] + [key]
+        values = [gather_rows(v, a) for v, a in zip(cached[1], ancestors, strict=True)] + [value]
         h = attention.attend_rows(query, keys, values, bias=self_bias)
         x = self._cross_attention_and_mlp(x + h[:, None], cross_key_value, cross_mask, deterministic=True, rngs=None)
         return x, key, value
@@ -311,6 +329,7 @@ class Decoder(nnx.Module):
         given the cache of the earlier ones (None before the first); returns the cache with it added."""
         rows, position = embeddings.shape[0], 0 if cache is None else cache.length
         ancestors = () if cache is None else cache.ancestors
+        batch = cross_key_values[0][0].shape[0]
         self_bias = self.relpos_bias(1, position + 1, query_offset=position)[0, :, 0]  # [heads, position + 1]
         x, keys, values = embeddings, [], []
         for i, (layer, cross_key_value) in enumerate(zip(self.layers, cross_key_values, strict=True)):
@@ -320,9 +339,8 @@ class Decoder(nnx.Module):
             )
             keys.append((*cached[0], key))
             values.append((*cached[1], value))
-        new_cache = DecodeCache(
-            keys=tuple(keys), values=tuple(values), ancestors=(*ancestors, jnp.arange(rows, dtype=jnp.int32))
-        )
+        own_rows = jnp.broadcast_to(jnp.arange(rows // batch, dtype=jnp.int32), (batch, rows // batch))
+        new_cache = DecodeCache(keys=tuple(keys), values=tuple(values), ancestors=(*ancestors, own_rows))
         return self.decoder_norm(x), new_cache
 
 

@@ -85,6 +85,7 @@ __all__ = [
     "replicated_sharding",
     "shard_batch",
     "standard_logical_axis_rules",
+    "top_k_per_shard",
     "validate_rules",
     "with_logical_constraint",
 ]
@@ -441,3 +442,35 @@ def with_logical_constraint(
         return x
     spec = logical_to_mesh_spec(tuple(logical_axes), rules, name=f"activation {tuple(x.shape)}")
     return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
+
+
+def top_k_per_shard(x: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
+    """``jax.lax.top_k(x, k)`` over the last axis of ``x [B, ..., C]``, each device on its own rows.
+
+    The leading axis is the batch, split over the ``batch`` logical axis's mesh axes. XLA's SPMD
+    partitioner gathers a batch-sharded ``top_k`` operand onto every device first (jax 0.10: one
+    all-gather per call, i.e. per step of a sharded beam search); a ``shard_map`` over the batch
+    axes keeps each device on its own rows. Plain ``top_k`` outside a mesh (``jax.set_mesh``),
+    without logical-axis rules, or with a single batch shard.
+    """
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty:
+        return jax.lax.top_k(x, k)
+    from flax.core import spmd as flax_spmd
+
+    rules = flax_spmd.get_logical_axis_rules()
+    if not rules:
+        return jax.lax.top_k(x, k)
+    axes = batch_axes(rules)
+    names = () if axes is None else (axes,) if isinstance(axes, str) else tuple(axes)
+    if math.prod(mesh.shape[a] for a in names) == 1:
+        return jax.lax.top_k(x, k)
+    spec = P(names)
+    local = jax.shard_map(
+        lambda rows: tuple(jax.lax.top_k(rows, k)),
+        mesh=mesh,
+        in_specs=spec,
+        out_specs=(spec, spec),
+        axis_names=set(names),
+    )
+    return local(x)

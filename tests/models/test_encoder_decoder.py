@@ -77,7 +77,7 @@ def test_causal_future_decoder_tokens_do_not_change_earlier_logits(model):
 @nnx.jit
 def _incremental_logits(model, enc, dec, order):
     """decode_step over every position of ``dec [N, T]`` (N = 3 rows per query), with the cache's
-    rows permuted by ``order`` within each query after position 1 (as a beam search reorders)."""
+    rows permuted by ``order [B, 3]`` within each query after position 1 (as a beam search reorders)."""
     cross = model.cross_key_values(model.encode(enc))
     cache, out = None, []
     for t in range(dec.shape[1]):
@@ -85,14 +85,14 @@ def _incremental_logits(model, enc, dec, order):
         out.append(logits)
         if t == 1:
             cache = reorder_cache(cache, order)
-            dec = dec[order]
+            dec = dec[(order + 3 * jnp.arange(order.shape[0])[:, None]).reshape(-1)]
     return jnp.stack(out, axis=1), dec
 
 
 def test_incremental_decode_step_equals_decoding_the_whole_prefix(model):
     rows = jnp.concatenate([DEC, DEC.at[:, 2:].set(30), DEC.at[:, 1:].set(31)])  # [6, 5]: 3 rows per query
     rows = rows.reshape(3, 2, 5).transpose(1, 0, 2).reshape(6, 5)  # row b * 3 + r belongs to query b
-    order = jnp.array([2, 0, 1, 4, 5, 3])
+    order = jnp.array([[2, 0, 1], [1, 2, 0]])  # rows 2, 0, 1 of query 0; rows 4, 5, 3 overall for query 1
     incremental, reordered = _incremental_logits(model, ENC, rows, order)
     # Rows after position 1 continue the prefixes they were reordered to; positions 0-1 are before it.
     full_before = forward(model, jnp.repeat(ENC, 3, axis=0), rows)
@@ -112,10 +112,13 @@ def test_decode_step_checks_its_cache(model):
         model.decode_step(cross, ENC, tokens, 2, cache)
     with pytest.raises(ValueError, match=r"shape \(3,\), the cache 4 rows"):
         model.decode_step(cross, ENC, tokens[:3], 1, cache)
-    # reordering composes the row maps and copies no key or value
-    reordered = reorder_cache(cache, jnp.array([3, 3, 0, 1, 2, 2]))
+    np.testing.assert_array_equal(np.asarray(cache.ancestors[0]), [[0, 1], [0, 1]])  # 2 queries x 2 rows
+    # reordering composes the row maps within each query and copies no key or value
+    reordered = reorder_cache(cache, jnp.array([[1, 1, 0], [0, 1, 1]]))
     assert reordered.rows == 6 and reordered.keys is cache.keys
-    np.testing.assert_array_equal(np.asarray(reordered.ancestors[0]), [3, 3, 0, 1, 2, 2])
+    np.testing.assert_array_equal(np.asarray(reordered.ancestors[0]), [[1, 1, 0], [0, 1, 1]])
+    again = reorder_cache(reordered, jnp.array([[2, 0], [0, 2]]))
+    np.testing.assert_array_equal(np.asarray(again.ancestors[0]), [[0, 1], [0, 1]])
 
 
 def test_padding_more_pad_columns_do_not_change_logits(model):
