@@ -37,6 +37,7 @@ from onesearch_jax.models.partitioning import (
     param_shardings,
     shard_batch,
     standard_logical_axis_rules,
+    top_k_per_shard,
     validate_rules,
     with_logical_constraint,
 )
@@ -284,6 +285,20 @@ def test_with_logical_constraint_is_a_no_op_without_a_mesh_and_maps_names_inside
         with pytest.raises(ValueError, match="no rule maps"):
             jax.jit(lambda y: with_logical_constraint(y, ("activation_batch", "nope"))).lower(x)
     assert "sharding" in hlo
+
+
+def test_top_k_per_shard_equals_top_k_with_ties_outside_and_inside_a_mesh():
+    x = jnp.array([[0.5, 2.0, 2.0, -1.0, 3.0], [1.0, 1.0, 1.0, 0.0, -jnp.inf]])
+    expected = ([[3.0, 2.0, 2.0], [1.0, 1.0, 1.0]], [[4, 1, 2], [0, 1, 2]])
+    for values, indices in (top_k_per_shard(x, 3), _on_mesh(lambda y: top_k_per_shard(y, 3), x)):
+        np.testing.assert_array_equal(np.asarray(values), expected[0])
+        np.testing.assert_array_equal(np.asarray(indices), expected[1])
+    # Over 4 devices (each on its own rows, no collective): tests/decode/test_sharded_decode.py.
+
+
+def _on_mesh(fn, *args):
+    with jax.set_mesh(make_mesh(MeshConfig())), nnx.logical_axis_rules(DEFAULT_RULES):
+        return jax.jit(fn)(*args)
 
 
 # gin ----------------------------------------------------------------------------------------------
