@@ -6,8 +6,9 @@ as leaves (:class:`RewardInputs`); the terms are
 
 - ``click_order`` (``R_C&O``): 4 if one of the SID's items was ordered in the session, else 3 if
   one was clicked, else 0;
-- ``ctr`` (``R_CTR``): the SID's posterior click-through rate over the training window, clipped
-  to [0, 1] (:func:`posterior_ctr` builds the table on the host);
+- ``ctr`` (``R_CTR``): the SID's calibrated posterior click-through rate over the training window,
+  clipped to [0, 1]: the table ``sid_ctr.tsv`` that ``onesearch data build-examples`` writes for
+  every SID of the codebook (:mod:`onesearch_jax.data.examples` documents its Beta prior);
 - ``relevance`` (``R_Rel``): the graded relevance tier 0-3 of the SID for the prompt's query where
   labelled (the highest tier of its labelled items), 0 where not;
 
@@ -25,7 +26,6 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 PAD = -1  # padding leaf in the per-prompt arrays; sampled leaves are >= 0
 
@@ -40,7 +40,7 @@ class RewardInputs:
         ordered: ``[B, O]`` int32 leaves of the session's ordered items.
         relevance_leaves: ``[B, R]`` int32 leaves with a graded relevance for the prompt's query.
         relevance_tiers: ``[B, R]`` float32 their tiers, 0-3.
-        ctr: ``[num_sids]`` float32 posterior CTR of every SID (replicated).
+        ctr: ``[num_sids]`` float32 calibrated CTR of every SID, by leaf (``sid_ctr.tsv``; replicated).
         extras: arrays of user-registered terms, by name.
     """
 
@@ -117,31 +117,3 @@ def item_rewards(
     terms = {name: _TERMS[name](leaves, inputs) for name in weights}
     total = sum(float(weights[name]) * value for name, value in terms.items())
     return total, terms
-
-
-def posterior_ctr(impressions: np.ndarray, clicks: np.ndarray, *, prior_strength: float) -> np.ndarray:
-    """Per-SID click-through rate shrunk towards the global rate, clipped to [0, 1] (host side).
-
-    ``(clicks + m p0) / (impressions + m)`` with ``p0 = sum(clicks) / sum(impressions)`` and
-    ``m = prior_strength`` pseudo-impressions (a Beta(m p0, m (1 - p0)) prior's posterior mean): a SID
-    shown 3 times and clicked once is not given a CTR of 0.33, and an unseen SID gets ``p0``.
-
-    Raises:
-        ValueError: arrays of different shapes, negative counts, more clicks than impressions, no
-            impressions at all, or a negative prior strength.
-    """
-    impressions, clicks = np.asarray(impressions, np.float64), np.asarray(clicks, np.float64)
-    if impressions.shape != clicks.shape or impressions.ndim != 1:
-        raise ValueError(f"impressions and clicks must be [num_sids] arrays, got {impressions.shape}, {clicks.shape}")
-    if (impressions < 0).any() or (clicks < 0).any() or (clicks > impressions).any():
-        bad = int(np.flatnonzero((impressions < 0) | (clicks < 0) | (clicks > impressions))[0])
-        raise ValueError(f"SID {bad}: {clicks[bad]:g} clicks for {impressions[bad]:g} impressions")
-    if impressions.sum() == 0:
-        raise ValueError("no impressions: the training window has no sessions with shown items")
-    if not np.isfinite(prior_strength) or prior_strength < 0:
-        raise ValueError(f"prior_strength must be a finite number >= 0, got {prior_strength!r}")
-    global_rate = clicks.sum() / impressions.sum()
-    with np.errstate(invalid="ignore"):
-        rate = (clicks + prior_strength * global_rate) / (impressions + prior_strength)
-    rate = np.where(impressions + prior_strength > 0, rate, global_rate)
-    return np.clip(rate, 0.0, 1.0).astype(np.float32)

@@ -1,4 +1,4 @@
-"""The behaviour reward terms, their sum, the registry and the posterior CTR, by hand (Eq. 9-10)."""
+"""The behaviour reward terms, their sum and the registry, by hand (Eq. 9-10)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ from onesearch_jax.train.rewards import (
     click_order_reward,
     ctr_reward,
     item_rewards,
-    posterior_ctr,
     register_reward_term,
     relevance_reward,
 )
@@ -76,25 +75,3 @@ def test_unknown_or_missing_terms_are_refused():
         item_rewards(LEAVES, INPUTS, {"clicks": 1.0})
     with pytest.raises(ValueError, match="at least one weighted term"):
         item_rewards(LEAVES, INPUTS, {})
-
-
-def test_posterior_ctr_shrinks_towards_the_global_rate():
-    impressions, clicks = np.array([10, 0, 3]), np.array([2, 0, 3])
-    # p0 = 5 / 13; m = 4: (2 + 20/13) / 14 = 46/182, unseen -> p0, (3 + 20/13) / 7 = 59/91
-    np.testing.assert_allclose(posterior_ctr(impressions, clicks, prior_strength=4), [46 / 182, 5 / 13, 59 / 91])
-    # m = 0: the raw rates, and p0 for the unseen SID
-    np.testing.assert_allclose(posterior_ctr(impressions, clicks, prior_strength=0), [0.2, 5 / 13, 1.0])
-
-
-@pytest.mark.parametrize(
-    ("impressions", "clicks", "strength", "message"),
-    [
-        ([1, 2], [0], 1.0, "must be"),
-        ([1, 2], [0, 3], 1.0, "SID 1: 3 clicks for 2 impressions"),
-        ([0, 0], [0, 0], 1.0, "no impressions"),
-        ([1, 2], [0, 1], -1.0, "prior_strength"),
-    ],
-)
-def test_posterior_ctr_refuses_bad_counts(impressions, clicks, strength, message):
-    with pytest.raises(ValueError, match=message):
-        posterior_ctr(np.array(impressions), np.array(clicks), prior_strength=strength)
