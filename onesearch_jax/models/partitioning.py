@@ -147,6 +147,11 @@ def make_mesh(config: MeshConfig, devices: Sequence[jax.Device] | None = None) -
 # ------------------------------------------------------------------------------------------------
 
 
+def _axis_names(axes: MeshAxes) -> tuple[str, ...]:
+    """The mesh axis names of ``axes`` (None, one name or a sequence of names)."""
+    return () if axes is None else (axes,) if isinstance(axes, str) else tuple(axes)
+
+
 def logical_to_mesh_spec(
     logical_axes: Sequence[str | None],
     rules: Sequence[tuple[str, MeshAxes]],
@@ -171,8 +176,7 @@ def logical_to_mesh_spec(
                 "(add one with standard_logical_axis_rules.overrides)"
             )
         target = table[logical]
-        targets = () if target is None else (target,) if isinstance(target, str) else tuple(target)
-        for axis in targets:
+        for axis in _axis_names(target):
             if axis in used:
                 raise ValueError(
                     f"{name} maps logical axes {used[axis]!r} and {logical!r} both to mesh axis {axis!r} "
@@ -185,10 +189,7 @@ def logical_to_mesh_spec(
 
 def mesh_axes_size(mesh: Mesh, axes: MeshAxes) -> int:
     """The number of shards that ``axes`` (None, one mesh axis or a tuple) makes on ``mesh``."""
-    if axes is None:
-        return 1
-    names = (axes,) if isinstance(axes, str) else axes
-    return math.prod(mesh.shape[a] for a in names)
+    return math.prod(mesh.shape[a] for a in _axis_names(axes))
 
 
 # Parameter and optimizer-state shardings
@@ -417,6 +418,21 @@ def shard_batch(
 # ------------------------------------------------------------------------------------------------
 
 
+def _context_mesh_and_rules(
+    rules: Sequence[tuple[str, MeshAxes]] | None = None,
+) -> tuple[Any, Sequence[tuple[str, MeshAxes]]] | tuple[None, None]:
+    """The mesh of ``jax.set_mesh`` and ``rules`` (default: those of ``nnx.logical_axis_rules``), or
+    ``(None, None)`` outside a mesh or without rules."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty:
+        return None, None
+    if rules is None:
+        from flax.core import spmd as flax_spmd
+
+        rules = flax_spmd.get_logical_axis_rules()
+    return (mesh, rules) if rules else (None, None)
+
+
 def with_logical_constraint(
     x: jax.Array, logical_axes: Sequence[str | None], rules: Sequence[tuple[str, MeshAxes]] | None = None
 ) -> jax.Array:
@@ -431,14 +447,8 @@ def with_logical_constraint(
     Raises:
         ValueError: a logical axis without a rule.
     """
-    mesh = jax.sharding.get_abstract_mesh()
-    if mesh.empty:
-        return x
-    if rules is None:
-        from flax.core import spmd as flax_spmd
-
-        rules = flax_spmd.get_logical_axis_rules()
-    if not rules:
+    mesh, rules = _context_mesh_and_rules(rules)
+    if mesh is None:
         return x
     spec = logical_to_mesh_spec(tuple(logical_axes), rules, name=f"activation {tuple(x.shape)}")
     return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
@@ -453,18 +463,10 @@ def top_k_per_shard(x: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
     axes keeps each device on its own rows. Plain ``top_k`` outside a mesh (``jax.set_mesh``),
     without logical-axis rules, or with a single batch shard.
     """
-    mesh = jax.sharding.get_abstract_mesh()
-    if mesh.empty:
+    mesh, rules = _context_mesh_and_rules()
+    if mesh is None or mesh_axes_size(mesh, batch_axes(rules)) == 1:
         return jax.lax.top_k(x, k)
-    from flax.core import spmd as flax_spmd
-
-    rules = flax_spmd.get_logical_axis_rules()
-    if not rules:
-        return jax.lax.top_k(x, k)
-    axes = batch_axes(rules)
-    names = () if axes is None else (axes,) if isinstance(axes, str) else tuple(axes)
-    if math.prod(mesh.shape[a] for a in names) == 1:
-        return jax.lax.top_k(x, k)
+    names = _axis_names(batch_axes(rules))
     spec = P(names)
     local = jax.shard_map(
         lambda rows: tuple(jax.lax.top_k(rows, k)),

@@ -72,27 +72,27 @@ def reward_term_names() -> tuple[str, ...]:
     return tuple(_TERMS)
 
 
-def _member(leaves: jax.Array, per_prompt: jax.Array) -> jax.Array:
-    """``[B, G]`` bool: the sampled leaf is among the prompt's leaves (padding never matches)."""
-    return ((leaves[:, :, None] == per_prompt[:, None, :]) & (per_prompt[:, None, :] != PAD)).any(-1)
+def _matches(leaves: jax.Array, per_prompt: jax.Array) -> jax.Array:
+    """``[B, G, K]`` bool: sampled leaf g equals the prompt's leaf k (padding never matches)."""
+    return (leaves[:, :, None] == per_prompt[:, None, :]) & (per_prompt[:, None, :] != PAD)
 
 
 def click_order_reward(leaves: jax.Array, inputs: RewardInputs) -> jax.Array:
     """``R_C&O``: 4 if ordered, 3 if clicked (and not ordered), else 0 (Eq. 9)."""
-    ordered, clicked = _member(leaves, inputs.ordered), _member(leaves, inputs.clicked)
+    ordered, clicked = _matches(leaves, inputs.ordered).any(-1), _matches(leaves, inputs.clicked).any(-1)
     return jnp.where(ordered, 4.0, jnp.where(clicked, 3.0, 0.0)).astype(jnp.float32)
 
 
 def ctr_reward(leaves: jax.Array, inputs: RewardInputs) -> jax.Array:
     """``R_CTR``: the SID's posterior CTR, clipped to [0, 1] (Eq. 9); 0 for an invalid leaf."""
-    value = jnp.take(inputs.ctr, jnp.maximum(leaves, 0), mode="clip")
+    value = jnp.take(inputs.ctr, leaves, mode="clip")
     return jnp.where(leaves >= 0, jnp.clip(value, 0.0, 1.0), 0.0).astype(jnp.float32)
 
 
 def relevance_reward(leaves: jax.Array, inputs: RewardInputs) -> jax.Array:
     """``R_Rel``: the highest labelled tier of the SID for the prompt's query, 0 unlabelled (Eq. 9)."""
-    hit = (leaves[:, :, None] == inputs.relevance_leaves[:, None, :]) & (inputs.relevance_leaves[:, None, :] != PAD)
-    tiers = jnp.where(hit, inputs.relevance_tiers[:, None, :].astype(jnp.float32), 0.0)
+    labelled = _matches(leaves, inputs.relevance_leaves)
+    tiers = jnp.where(labelled, inputs.relevance_tiers[:, None, :].astype(jnp.float32), 0.0)
     return jnp.max(tiers, axis=-1, initial=0.0)
 
 

@@ -44,6 +44,19 @@ def _check_shapes(samples: jax.Array, truths: jax.Array, truth_mask: jax.Array) 
         )
 
 
+def _hits(samples: jax.Array, truths: jax.Array, truth_mask: jax.Array) -> jax.Array:
+    """``[B, G, T, L]`` float32: 1 where rollout i's token l equals real ground truth t's."""
+    _check_shapes(samples, truths, truth_mask)
+    return ((samples[:, :, None, :] == truths[:, None, :, :]) & truth_mask[:, None, :, None]).astype(jnp.float32)
+
+
+def _best_cumulative(hits: jax.Array, weights: jax.Array | None) -> jax.Array:
+    """``max_t sum_{k <= l} w_k hits[..., t, k]`` ``[B, G, L]``; 0 without any ground truth."""
+    if weights is not None:
+        hits = hits * jnp.asarray(weights, jnp.float32)
+    return jnp.max(jnp.cumsum(hits, axis=-1), axis=2, initial=0.0)
+
+
 def cumulative_matches(
     samples: jax.Array, truths: jax.Array, truth_mask: jax.Array, weights: jax.Array | None = None
 ) -> jax.Array:
@@ -56,12 +69,7 @@ def cumulative_matches(
         truth_mask: ``[B, T]`` bool, True for a real ground truth. A prompt without any gets 0.
         weights: ``[L]`` position weights ``w_k``.
     """
-    _check_shapes(samples, truths, truth_mask)
-    hits = (samples[:, :, None, :] == truths[:, None, :, :]) & truth_mask[:, None, :, None]  # [B, G, T, L]
-    hits = hits.astype(jnp.float32)
-    if weights is not None:
-        hits = hits * jnp.asarray(weights, jnp.float32)
-    return jnp.max(jnp.cumsum(hits, axis=-1), axis=2, initial=0.0)
+    return _best_cumulative(_hits(samples, truths, truth_mask), weights)
 
 
 def marginal_rewards(prefix_rewards: jax.Array) -> jax.Array:
@@ -122,9 +130,10 @@ def advantages(
         raise ValueError(
             f"AdvantageConfig.position_weights has {len(config.position_weights)} weights for SIDs of {length} tokens"
         )
-    rewards = cumulative_matches(samples, truths, truth_mask, jnp.asarray(config.position_weights))
+    hits = _hits(samples, truths, truth_mask)
+    rewards = _best_cumulative(hits, jnp.asarray(config.position_weights))
     position = group_normalize(marginal_rewards(rewards), epsilon=config.std_epsilon)
-    gates = prefix_gates(cumulative_matches(samples, truths, truth_mask))
+    gates = prefix_gates(_best_cumulative(hits, None))
     return position + config.item_weight * item, gates
 
 
