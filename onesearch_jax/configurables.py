@@ -22,8 +22,10 @@ from onesearch_jax.sid.embed import TfidfSvdConfig
 from onesearch_jax.sid.quantize import QuantizerConfig
 from onesearch_jax.train.checkpoint_config import CheckpointConfig
 from onesearch_jax.train.distill_config import DistillConfig
+from onesearch_jax.train.grpo_config import GrpoConfig
 from onesearch_jax.train.optimizer_config import OptimizerConfig
 from onesearch_jax.train.run_config import StageConfig, TrainConfig
+from onesearch_jax.train.tpma_config import AdvantageConfig
 from onesearch_jax.understanding.calibrate import CalibrationConfig, UserCalibrationConfig
 from onesearch_jax.understanding.categories import CategoryConfig
 from onesearch_jax.understanding.job import KeywordJobConfig
@@ -33,7 +35,7 @@ from onesearch_jax.understanding.pipeline import UnderstandingConfig
 from onesearch_jax.vocab_config import VocabConfig
 
 if TYPE_CHECKING:
-    from onesearch_jax.train.distill import TrainObjective
+    from onesearch_jax.train.objective import TrainObjective
 
 ConfiguredWorld = gin.external_configurable(WorldConfig, "WorldConfig")
 ConfiguredTable = gin.external_configurable(RelevanceTableConfig, "RelevanceTableConfig")
@@ -97,16 +99,21 @@ ConfiguredAblationRow = gin.external_configurable(AblationRow, "AblationRow")
 ConfiguredAblationProbe = gin.external_configurable(AblationProbe, "AblationProbe")
 
 
-# The train loss (gin/runs/lr_esd.gin): SFT's cross-entropy unless ``train_loss.distill = @DistillConfig()``.
+# The train loss (gin/runs/lr_esd.gin, gin/runs/grpo.gin): SFT's cross-entropy unless
+# ``train_loss.distill = @DistillConfig()`` (LR-ESD) or ``train_loss.grpo = @GrpoConfig()`` (TPMA-GRPO).
 ConfiguredDistill = gin.external_configurable(DistillConfig, "DistillConfig")
+ConfiguredGrpo = gin.external_configurable(GrpoConfig, "GrpoConfig")
+ConfiguredAdvantage = gin.external_configurable(AdvantageConfig, "AdvantageConfig")
 
 
 @gin.configurable("train_loss", denylist=["stages"])
-def configured_train_loss(stages: Sequence[StageConfig], distill: DistillConfig | None = None) -> "TrainObjective":
-    """The train step's loss for a run of ``stages``: cross-entropy (SFT), or with a ``distill``
-    config LR-ESD on the stages whose feature converter is ``encdec_teacher`` and cross-entropy on
-    the others, with the EMA teacher that ``mode="ema"`` needs
-    (``onesearch_jax.train.distill.make_train_objective``)."""
-    from onesearch_jax.train.distill import make_train_objective  # jax: only training jobs load it
+def configured_train_loss(
+    stages: Sequence[StageConfig], distill: DistillConfig | None = None, grpo: GrpoConfig | None = None
+) -> "TrainObjective":
+    """The train objective of a run of ``stages``: cross-entropy (SFT); with a ``distill`` config
+    LR-ESD on the stages whose feature converter is ``encdec_teacher`` and cross-entropy on the
+    others, with the EMA teacher that ``mode="ema"`` needs; with a ``grpo`` config TPMA-GRPO (its
+    stages use the ``grpo`` feature converter) (``onesearch_jax.train.objective``)."""
+    from onesearch_jax.train.objective import make_train_objective  # jax: only training jobs load it
 
-    return make_train_objective(distill, stages)
+    return make_train_objective(distill, stages, grpo)

@@ -236,9 +236,10 @@ def cmd_train(args: Sequence[str]) -> int:
     _expect(args, 0, "train takes no positional arguments; configure it with --gin_file and --gin.NAME=VALUE")
     config = ConfiguredTrain()
     total = config.total_steps
-    optimizer = _configured_optimizer(total)
+    objective = configured_train_loss(config.stages)  # a bad Distill/GrpoConfig fails here, before anything is compiled
+    # the optimizer's schedule counts updates: GRPO makes inner_updates of them per step
+    optimizer = _configured_optimizer(total * (objective.grpo.inner_updates if objective.grpo else 1))
     setup, checkpoints = _train_setup(config, optimizer.num_microbatches)
-    objective = configured_train_loss(config.stages)  # a bad DistillConfig fails here, before anything is compiled
     from onesearch_jax.models.encoder_decoder import param_count
     from onesearch_jax.train.preemption import PreemptionWatcher
     from onesearch_jax.train.run import train_run
@@ -249,7 +250,7 @@ def cmd_train(args: Sequence[str]) -> int:
           f"stages: {stages} steps; model dir {config.model_dir}")  # fmt: skip
     with PreemptionWatcher(deadline_seconds=config.preemption_deadline_seconds) as watcher:
         result = train_run(setup, optimizer_config=optimizer, checkpoint_config=checkpoints,
-                           loss_fn=objective.loss_fn, ema_teacher=objective.ema_teacher,
+                           loss_fn=objective.loss_fn, ema_teacher=objective.ema_teacher, grpo=objective.grpo,
                            run_meta={"gin_config": gin.config_str()}, watcher=watcher)  # fmt: skip
     if result.step == result.start_step:
         print(f"nothing to do: the run is complete at step {result.step} (of {total}) in {config.model_dir}")

@@ -9,7 +9,11 @@ last two read from the ``valid`` and ``test`` record files):
 * ``onesearch_personalized_raw``: student inputs -> target SID;
 * ``onesearch_personalized_keyword``: teacher inputs (with the keyword CoT) -> target SID;
 * ``onesearch_personalized_distill``: ``inputs``, ``teacher_inputs`` and ``targets`` together,
-  for LR-ESD (use ``EncDecTeacherFeatureConverter``).
+  for LR-ESD (use ``EncDecTeacherFeatureConverter``);
+* ``onesearch_personalized_grpo``: student inputs -> target SID, with the session's feedback
+  (clicked, ordered and relevance-labelled SIDs as trie leaves of the records' codebook, and the
+  relevance tiers), for TPMA-GRPO (use ``GrpoFeatureConverter``; the four feedback lists need
+  lengths in ``task_feature_lengths``, and a longer list is an error, not a truncation).
 
 Mixtures, one per training stage: ``onesearch_stage1`` (alignment), ``onesearch_stage2``
 (co-occurrence with alignment replayed at rate 0.2), ``onesearch_stage3`` (personalised student
@@ -28,6 +32,8 @@ import seqio
 import tensorflow as tf
 
 from onesearch_jax.data import preprocessors as prep
+from onesearch_jax.data.examples import examples_sids_dir
+from onesearch_jax.sid.codebook import SidCodebook
 from onesearch_jax.vocab import OneSearchVocabulary
 
 STAGE_FILES = {"train": "train", "validation": "valid", "test": "test"}
@@ -37,17 +43,25 @@ TASKS = (
     "onesearch_personalized_raw",
     "onesearch_personalized_keyword",
     "onesearch_personalized_distill",
+    "onesearch_personalized_grpo",
 )
 MIXTURES = ("onesearch_stage1", "onesearch_stage2", "onesearch_stage3")
 _TEXT = tf.io.FixedLenFeature([], tf.string)
 _ID = tf.io.FixedLenFeature([], tf.int64)
+# the session's feedback (GRPO): SID lists -> trie leaves + 1, and the relevance tiers
+FEEDBACK_SIDS = {"clicked_sids": "clicked_leaves", "ordered_sids": "ordered_leaves",
+                 "relevance_sids": "relevance_leaves"}  # fmt: skip
+FEEDBACK_INTS = {"relevance_tiers": "relevance_tiers"}
 
 
-def _source(examples_dir: str, stage: str, personalised: bool) -> seqio.TFExampleDataSource:
+def _source(examples_dir: str, stage: str, personalised: bool, feedback: bool = False) -> seqio.TFExampleDataSource:
     features = {"inputs": _TEXT, "targets": _TEXT, "task": _TEXT}
     if personalised:
         features = {"inputs": _TEXT, "teacher_inputs": _TEXT, "targets": _TEXT,
                     "session_id": _ID, "item_id": _ID}  # fmt: skip
+    if feedback:
+        features.update({name: tf.io.VarLenFeature(tf.string) for name in FEEDBACK_SIDS})
+        features.update({name: tf.io.VarLenFeature(tf.int64) for name in FEEDBACK_INTS})
     return seqio.TFExampleDataSource(
         {split: os.path.join(examples_dir, stage, f"{name}.tfrecord") for split, name in STAGE_FILES.items()},
         feature_description=features,
@@ -61,11 +75,20 @@ def register_onesearch_tasks(examples_dir: str, vocab_dir: str) -> OneSearchVoca
     text_features = {"inputs": feature(), "targets": feature()}
     sid_check = functools.partial(prep.check_sid_targets, position_ranges=tuple(vocab.position_id_ranges()))
 
-    def register(name: str, stage: str, *, personalised: bool, source_text: str = "inputs", teacher: bool = False):
+    def register(name: str, stage: str, *, personalised: bool, source_text: str = "inputs", teacher: bool = False,
+                 feedback: bool = False):  # fmt: skip
         keep = ["inputs", "targets"] + (["teacher_inputs"] if teacher else [])
         features = dict(text_features, **({"teacher_inputs": feature()} if teacher else {}))
-        steps = [
-            functools.partial(prep.select_inputs, source=source_text),
+        steps = [functools.partial(prep.select_inputs, source=source_text)]
+        if feedback:
+            lists = [*FEEDBACK_SIDS.values(), *FEEDBACK_INTS.values()]
+            keep += lists
+            features.update({n: seqio.Feature(seqio.PassThroughVocabulary(0), add_eos=False, dtype=tf.int32)
+                             for n in lists})  # fmt: skip
+            leaf_table = functools.partial(_leaf_table, examples_dir)
+            steps.append(functools.partial(prep.sid_lists_to_leaves, leaf_table=leaf_table, fields=FEEDBACK_SIDS,
+                                           cast=FEEDBACK_INTS))  # fmt: skip
+        steps += [
             functools.partial(prep.keep_features, names=keep),
             seqio.preprocessors.tokenize,
         ]
@@ -77,7 +100,8 @@ def register_onesearch_tasks(examples_dir: str, vocab_dir: str) -> OneSearchVoca
         ]
         seqio.TaskRegistry.remove(name)
         seqio.TaskRegistry.add(
-            name, source=_source(examples_dir, stage, personalised), preprocessors=steps, output_features=features,
+            name, source=_source(examples_dir, stage, personalised, feedback), preprocessors=steps,
+            output_features=features,
         )  # fmt: skip
 
     register("onesearch_stage1_alignment", "stage1_alignment", personalised=False)
@@ -85,6 +109,7 @@ def register_onesearch_tasks(examples_dir: str, vocab_dir: str) -> OneSearchVoca
     register("onesearch_personalized_raw", "personalized", personalised=True)
     register("onesearch_personalized_keyword", "personalized", personalised=True, source_text="teacher_inputs")
     register("onesearch_personalized_distill", "personalized", personalised=True, teacher=True)
+    register("onesearch_personalized_grpo", "personalized", personalised=True, feedback=True)
     for name, tasks in (
         ("onesearch_stage1", [("onesearch_stage1_alignment", 1.0)]),
         ("onesearch_stage2", [("onesearch_stage2_cooccurrence", 1.0), ("onesearch_stage1_alignment", 0.2)]),
@@ -93,3 +118,10 @@ def register_onesearch_tasks(examples_dir: str, vocab_dir: str) -> OneSearchVoca
         seqio.MixtureRegistry.remove(name)
         seqio.MixtureRegistry.add(name, tasks)
     return vocab
+
+
+def _leaf_table(examples_dir: str) -> tuple[list[str], list[int]]:
+    """(SID tokens, trie leaf) of every SID of the codebook the records were built with."""
+    book = SidCodebook.load(examples_sids_dir(examples_dir))
+    trie = book.trie()
+    return [book.tokens(sid) for sid in trie.leaf_sids], list(range(trie.num_sids))

@@ -17,9 +17,13 @@ from typing import Any
 import numpy as np
 import seqio
 
-from onesearch_jax.data.feature_converters import EncDecTeacherFeatureConverter
+from onesearch_jax.data.feature_converters import EncDecTeacherFeatureConverter, GrpoFeatureConverter
 
-FEATURE_CONVERTERS = {"encdec": seqio.EncDecFeatureConverter, "encdec_teacher": EncDecTeacherFeatureConverter}
+FEATURE_CONVERTERS = {
+    "encdec": seqio.EncDecFeatureConverter,
+    "encdec_teacher": EncDecTeacherFeatureConverter,
+    "grpo": GrpoFeatureConverter,
+}
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -34,7 +38,8 @@ class BatchConfig:
         shuffle: shuffle examples (seeded).
         seed: the only source of randomness of the stream.
         num_epochs: passes over the data; None repeats forever (training).
-        feature_converter: ``encdec`` or ``encdec_teacher`` (adds the teacher's encoder input).
+        feature_converter: ``encdec``, ``encdec_teacher`` (adds the teacher's encoder input) or
+            ``grpo`` (adds the session's feedback as trie leaves).
         shard_index / num_shards: this host's shard of the data (multi-host input pipelines).
         drop_remainder: drop a last partial batch.
     """

@@ -943,3 +943,19 @@ def load_manifest(out_dir: str | os.PathLike) -> dict[str, Any]:
     if manifest.get("format") != MANIFEST_FORMAT or manifest.get("version") != MANIFEST_VERSION:
         raise ValueError(f"{path}: expected format {MANIFEST_FORMAT} version {MANIFEST_VERSION}")
     return manifest
+
+
+def examples_sids_dir(out_dir: str | os.PathLike) -> Path:
+    """The SID codebook directory the records of ``out_dir`` were built with (its manifest's
+    ``sources.sids``).
+
+    Raises:
+        FileNotFoundError: no manifest, or no codebook where it points.
+    """
+    path = Path(out_dir) / MANIFEST_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: run onesearch data build-examples")
+    sids = Path(load_manifest(out_dir).get("sources", {}).get("sids", ""))
+    if not (sids / "codebook.json").is_file():
+        raise FileNotFoundError(f"{path}: sources.sids {str(sids)!r} holds no SID codebook (codebook.json)")
+    return sids

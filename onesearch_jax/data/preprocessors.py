@@ -3,11 +3,13 @@
 Order in a task: ``select_inputs`` (which text is the encoder input) -> seqio ``tokenize`` ->
 ``check_sid_targets`` (every target is a whole valid SID) -> ``check_lengths`` (over-long
 features: an error, or a truncation the example records) -> seqio ``append_eos_after_trim``.
+GRPO's task first turns the session's SID lists into trie leaves (``sid_lists_to_leaves``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import seqio
 import tensorflow as tf
@@ -101,6 +103,52 @@ def check_lengths(
                     "inputs:", ex.get("inputs_pretokenized", ""),
                 ]))  # fmt: skip
         out[TRUNCATED] = cut
+        with tf.control_dependencies(checks):
+            return {k: tf.identity(v) for k, v in out.items()}
+
+    return dataset.map(fn, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def sid_lists_to_leaves(
+    dataset: tf.data.Dataset,
+    *,
+    leaf_table: Callable[[], tuple[Sequence[str], Sequence[int]]],
+    fields: Mapping[str, str],
+    cast: Mapping[str, str] | None = None,
+) -> tf.data.Dataset:
+    """Turns each list of SIDs ``fields[src]`` into ``dst``: their trie leaves plus one, int32.
+
+    The shift keeps 0 free for the padding the feature converter adds (the trainer subtracts one,
+    so padding reads as leaf -1). ``leaf_table()`` gives the codebook's SID tokens and their leaf
+    (row of ``SidTrie.leaf_sids``); it is called when the dataset is built, not when the task is
+    registered. A SID the codebook does not have fails the pipeline (InvalidArgumentError naming
+    the record's session, the field and the SID): nothing is dropped. ``cast`` copies other list
+    features as int32 (``relevance_tiers``). Sparse (``VarLenFeature``) lists are made dense.
+    """
+    sids, leaves = leaf_table()
+    table = tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(tf.constant(list(sids), tf.string), tf.constant(list(leaves), tf.int32)),
+        default_value=-1,
+    )
+
+    def dense(x: tf.Tensor | tf.SparseTensor, default: Any) -> tf.Tensor:
+        return tf.sparse.to_dense(x, default_value=default) if isinstance(x, tf.SparseTensor) else x
+
+    def fn(ex: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        out = dict(ex)
+        checks = []
+        for src, dst in fields.items():
+            sids_of = dense(ex[src], "")
+            found = table.lookup(sids_of)
+            checks.append(tf.debugging.Assert(tf.reduce_all(found >= 0), [
+                "the record of session", ex.get("session_id", -1), f"has a SID in {src} that the codebook lacks:",
+                tf.boolean_mask(sids_of, found < 0),
+            ]))  # fmt: skip
+            out.pop(src)
+            out[dst] = found + 1
+        for src, dst in (cast or {}).items():
+            out.pop(src)
+            out[dst] = tf.cast(dense(ex[src], 0), tf.int32)
         with tf.control_dependencies(checks):
             return {k: tf.identity(v) for k, v in out.items()}
 

@@ -105,6 +105,9 @@ class AblationConfig:
         eval_gin_files: gin files added for the evaluation (``gin/runs/eval.gin``).
         branch_step: rows after the first start from the first row's checkpoint at this step (0: every
             row trains from scratch).
+        init_from_first_row: rows after the first are runs of their own that start from the first
+            row's last checkpoint (``TrainConfig.init_checkpoint``), e.g. TPMA-GRPO rows after the
+            LR-ESD policy they fine-tune; not with ``branch_step``.
         k: the K of the summary's HR@K and MRR@K (one of the evaluation's ``ks``).
         probes: further evaluations of each finished run (:class:`AblationProbe`).
     """
@@ -115,6 +118,7 @@ class AblationConfig:
     common_gin_files: Sequence[str] = ("gin/models/tiny.gin",)
     eval_gin_files: Sequence[str] = ("gin/runs/eval.gin",)
     branch_step: int = 0
+    init_from_first_row: bool = False
     k: int = 10
     probes: Sequence[AblationProbe] = ()
 
@@ -130,6 +134,11 @@ class AblationConfig:
             raise ValueError(f"AblationConfig.seeds must be distinct ints, got {self.seeds!r}")
         if not isinstance(self.branch_step, int) or self.branch_step < 0:
             raise ValueError(f"AblationConfig.branch_step must be an int >= 0, got {self.branch_step!r}")
+        if self.init_from_first_row and self.branch_step:
+            raise ValueError(
+                "AblationConfig: init_from_first_row and branch_step exclude each other (a row either continues "
+                "the first row's run or starts a run of its own from its last checkpoint)"
+            )
         if not isinstance(self.k, int) or self.k < 1:
             raise ValueError(f"AblationConfig.k must be an int >= 1, got {self.k!r}")
         probe_names = [probe.name for probe in self.probes]
@@ -162,6 +171,8 @@ def train_command(config: AblationConfig, seed: int, row: AblationRow) -> list[s
     ]
     if config.branch_step and row == config.rows[0]:
         bindings.append(f"CheckpointConfig.keep_last={KEEP_ALL_CHECKPOINTS}")
+    if config.init_from_first_row and row != config.rows[0]:
+        bindings.append(f"TrainConfig.init_checkpoint='{config.run_dir(seed, config.rows[0]) / 'checkpoints'}'")
     return ["onesearch", "train", *_gin_args((*row.gin_files, *config.common_gin_files), bindings)]
 
 

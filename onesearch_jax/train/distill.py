@@ -42,7 +42,6 @@ Choices where the paper leaves room:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -58,11 +57,9 @@ from onesearch_jax.train.step import Batch, LossFn, LossOutput, cross_entropy_lo
 __all__ = [
     "DISTILL_METRICS",
     "DistillConfig",
-    "TrainObjective",
     "make_distill_loss",
     "make_ema_teacher",
     "make_train_loss",
-    "make_train_objective",
 ]
 
 TEACHER_FEATURE = "teacher_encoder_input_tokens"
@@ -242,15 +239,3 @@ def make_ema_teacher(config: DistillConfig | None, stages: Sequence[StageConfig]
         return None
     names = [stage.name for stage in stages if stage.feature_converter == TEACHER_CONVERTER]
     return EmaTeacher(decay=config.ema_decay, stages=names) if names else None
-
-
-class TrainObjective(NamedTuple):
-    """What ``train_run`` takes from a run's loss configuration: the loss and, in ``ema`` mode, the teacher."""
-
-    loss_fn: LossFn
-    ema_teacher: EmaTeacher | None = None
-
-
-def make_train_objective(config: DistillConfig | None, stages: Sequence[StageConfig]) -> TrainObjective:
-    """``TrainObjective(make_train_loss(config, stages), make_ema_teacher(config, stages))``."""
-    return TrainObjective(make_train_loss(config, stages), make_ema_teacher(config, stages))

@@ -40,6 +40,7 @@ from onesearch_jax.train.checkpoints import (
     checkpoint_bytes,
 )
 from onesearch_jax.train.ema import EmaTeacher, make_teacher_restart
+from onesearch_jax.train.grpo_config import GrpoConfig
 from onesearch_jax.train.metrics_writer import MetricsWriter
 from onesearch_jax.train.optimizer_config import OptimizerConfig
 from onesearch_jax.train.optimizers import make_optimizer
@@ -290,6 +291,7 @@ def train_run(
     ema_teacher: EmaTeacher | None = None,
     run_meta: Mapping[str, Any] | None = None,
     watcher: PreemptionWatcher | None = None,
+    grpo: GrpoConfig | None = None,
 ) -> LoopResult:
     """Trains the run from scratch, or resumes it from the latest checkpoint in its directory.
 
@@ -306,6 +308,12 @@ def train_run(
             of the teacher's stages, whose teacher is then lost.
         run_meta: extra fields stored with every checkpoint (e.g. the gin config).
         watcher: preemption signals (the loop saves and returns on one).
+        grpo: the TPMA-GRPO config of a run whose stages are GRPO stages (``loss_fn`` is then
+            unused: the step is ``grpo.make_grpo_step``'s, with ``config.init_checkpoint`` as the
+            frozen reference).
+
+    A run without a checkpoint of its own starts from ``config.init_checkpoint``'s parameters
+    when set (a fresh optimizer state, step 0).
 
     Raises:
         PermissionError: the model directory is not writable (before anything is built).
@@ -330,14 +338,24 @@ def train_run(
     data_state = None
     if latest is None:
         state = init()
+        if config.init_checkpoint is not None:
+            state = state.replace(params=_init_params(setup))
     else:
         _check_meta(checkpointer.restore_meta(latest), setup, checkpointer.directory)
         state, data_state = checkpointer.restore(latest, abstract_state=abstract_train_state(abstract, shardings))
         if with_teacher and state.teacher is None:
             _check_teacher_restart(config, latest, ema_teacher, checkpointer.directory)
             state = restart(state)
-    train_step = make_train_step(graphdef, optimizer, setup.mesh, setup.rules, state_shardings=shardings,
-                                 loss_fn=loss_fn, ema_decay=ema_teacher.decay if with_teacher else None)  # fmt: skip
+    if grpo is not None:
+        from onesearch_jax.train.grpo import load_tables, make_grpo_step
+
+        train_step = make_grpo_step(graphdef, optimizer, setup.mesh, setup.rules, state_shardings=shardings,
+                                    config=grpo, tables=load_tables(config.examples_dir, setup.vocab, setup.mesh),
+                                    reference=_init_params(setup))  # fmt: skip
+    else:
+        ema_decay = ema_teacher.decay if with_teacher else None
+        train_step = make_train_step(graphdef, optimizer, setup.mesh, setup.rules, state_shardings=shardings,
+                                     loss_fn=loss_fn, ema_decay=ema_decay)  # fmt: skip
     evaluate = None
     if config.eval_tasks:
         evaluate_params = make_evaluator(setup, graphdef, shardings.params)
@@ -361,6 +379,22 @@ def train_run(
     finally:
         writer.close()
         checkpointer.close()
+
+
+def _init_params(setup: RunSetup) -> Any:
+    """The parameters of ``TrainConfig.init_checkpoint`` (at ``init_checkpoint_step``), sharded as
+    the run's.
+
+    Raises:
+        FileNotFoundError: no checkpoint there (or not that step).
+        ValueError: a checkpoint of another model or vocabulary.
+    """
+    config = setup.config
+    directory = CheckpointConfig(directory=config.init_checkpoint)
+    try:
+        return restore_params(setup, directory, config.init_checkpoint_step)[1]
+    except FileNotFoundError as error:
+        raise FileNotFoundError(f"TrainConfig.init_checkpoint: {error}") from None
 
 
 def _check_teacher_restart(config: TrainConfig, step: int, ema_teacher: EmaTeacher, directory: Any) -> None:

@@ -19,7 +19,8 @@ import re
 from collections.abc import Mapping, Sequence
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
-FEATURE_CONVERTERS = ("encdec", "encdec_teacher")
+GRPO_CONVERTER = "grpo"
+FEATURE_CONVERTERS = ("encdec", "encdec_teacher", GRPO_CONVERTER)
 NONFINITE_POLICIES = ("stop", "skip")
 
 
@@ -59,8 +60,10 @@ class StageConfig:
         num_steps: optimizer steps spent in this stage (one global batch per step).
         task_feature_lengths: tokens per feature, e.g. ``{"inputs": 256, "targets": 8}``; longer
             inputs are truncated (marked), longer targets are an error.
-        feature_converter: ``encdec`` (SFT) or ``encdec_teacher`` (adds the teacher's encoder input,
-            for LR-ESD).
+        feature_converter: ``encdec`` (SFT), ``encdec_teacher`` (adds the teacher's encoder input,
+            for LR-ESD) or ``grpo`` (adds the session's feedback; a TPMA-GRPO stage, trained by
+            ``onesearch_jax.train.grpo``; every stage of such a run is one, and the run starts from
+            ``TrainConfig.init_checkpoint``).
     """
 
     name: str
@@ -116,6 +119,12 @@ class TrainConfig:
             metrics) and trains on.
         max_nonfinite_steps: with ``skip``, stop anyway at the non-finite step after this many
             skipped ones, over the whole run (0 = no limit); ignored by ``stop``.
+        init_checkpoint: the ``checkpoints`` directory of another run whose parameters this run
+            starts from (T5X's fine-tuning from ``INITIAL_CHECKPOINT_PATH``): the parameters only,
+            with a fresh optimizer state at step 0 (None: random initialisation). Read only when
+            ``model_dir`` has no checkpoint of its own (a restart resumes from those). A TPMA-GRPO
+            run needs one: it is also its frozen reference policy, read again on every restart.
+        init_checkpoint_step: the step of ``init_checkpoint`` to read (None: its latest intact one).
         preemption_deadline_seconds: after SIGTERM the run finishes its step, writes a checkpoint
             and exits 0; if that checkpoint has not landed this many seconds after the signal, the
             process logs the step it was writing and the step a restart resumes from, and exits
@@ -144,6 +153,8 @@ class TrainConfig:
     tensorboard: bool = True
     nonfinite_policy: str = "stop"
     max_nonfinite_steps: int = 0
+    init_checkpoint: str | None = None
+    init_checkpoint_step: int | None = None
     preemption_deadline_seconds: float = 120.0
 
     def __post_init__(self) -> None:
@@ -173,7 +184,29 @@ class TrainConfig:
         if not all(isinstance(t, str) and t for t in self.eval_tasks):
             raise ValueError(f"TrainConfig.eval_tasks must be task names, got {self.eval_tasks!r}")
         check_nonfinite_policy("TrainConfig", self.nonfinite_policy, self.max_nonfinite_steps)
+        if self.init_checkpoint is not None and (not isinstance(self.init_checkpoint, str) or not self.init_checkpoint):
+            raise ValueError(
+                f"TrainConfig.init_checkpoint must be a checkpoints directory or None, got {self.init_checkpoint!r}"
+            )
+        if self.init_checkpoint_step is not None:
+            _positive_int("TrainConfig", "init_checkpoint_step", self.init_checkpoint_step, minimum=0)
+        grpo = [s.name for s in stages if s.feature_converter == GRPO_CONVERTER]
+        if grpo and len(grpo) != len(stages):
+            raise ValueError(
+                f"TrainConfig.stages mixes TPMA-GRPO stages {grpo} with others {names}: a GRPO run has only GRPO "
+                "stages (start it from the other run's checkpoint, TrainConfig.init_checkpoint)"
+            )
+        if grpo and self.init_checkpoint is None:
+            raise ValueError(
+                f"TrainConfig.stages {grpo} are TPMA-GRPO stages, which start from a trained policy (and keep it as "
+                "the reference): set TrainConfig.init_checkpoint to its checkpoints directory"
+            )
         _seconds("TrainConfig", "preemption_deadline_seconds", self.preemption_deadline_seconds)
+
+    @property
+    def is_grpo(self) -> bool:
+        """The run trains TPMA-GRPO stages (all its stages are)."""
+        return self.stages[0].feature_converter == GRPO_CONVERTER
 
     @property
     def total_steps(self) -> int:

@@ -225,6 +225,92 @@ class CompiledStep:
             return self.jitted.lower(*args)
 
 
+Update = Callable[[TrainState, Batch, jax.Array, jax.Array], tuple[TrainState, Metrics]]
+
+
+def make_update(
+    graphdef: nnx.GraphDef,
+    optimizer: Optimizer,
+    mesh: Mesh,
+    rules: Sequence[tuple[str, partitioning.MeshAxes]],
+    *,
+    state_shardings: TrainState,
+    loss_fn: LossFn = cross_entropy_loss,
+    skip_nonfinite: bool = True,
+    ema_decay: float | None = None,
+) -> Update:
+    """``update(state, batch, rng, schedule_step) -> (state, metrics)``: one optimizer update, not
+    jitted and without advancing ``state.step`` (:func:`make_train_step` jits it and counts the
+    step; GRPO's step applies several per rollout batch). Arguments and metrics as
+    :func:`make_train_step`'s; ``rng`` is the key whose ``fold_in(rng, microbatch)`` drives dropout,
+    and the ``learning_rate`` metric is the schedule at ``schedule_step``.
+    """
+    with_teacher = state_shardings.teacher is not None
+    if with_teacher != (ema_decay is not None):
+        raise ValueError(
+            "the train step: ema_decay must be given exactly when the train state has an EMA teacher "
+            f"(the state {'has' if with_teacher else 'has no'} teacher, ema_decay={ema_decay!r})"
+        )
+    rules = tuple(rules)
+    partitioning.validate_rules(rules, mesh.axis_names)
+    k = optimizer.num_microbatches
+    batch_axes = partitioning.batch_axes(rules)
+    grad_shardings = state_shardings.params
+
+    def loss_and_grad(
+        params: nnx.State, batch: Batch, rng: jax.Array, teacher: nnx.State | None
+    ) -> tuple[LossOutput, nnx.State]:
+        extra = {} if teacher is None else {"teacher": nnx.merge(graphdef, jax.lax.stop_gradient(teacher))}
+
+        def loss(p: nnx.State) -> tuple[jax.Array, LossOutput]:
+            out = loss_fn(nnx.merge(graphdef, p), batch, rng=rng, deterministic=False, **extra)
+            return out.loss_sum, out
+
+        (_, out), grads = jax.value_and_grad(loss, has_aux=True)(params)
+        return out, jax.tree.map(lambda g: g.astype(jnp.float32), grads)
+
+    def update(state: TrainState, batch: Batch, rng: jax.Array, schedule_step: jax.Array) -> tuple[TrainState, Metrics]:
+        if k == 1:
+            out, grads = loss_and_grad(state.params, batch, jax.random.fold_in(rng, 0), state.teacher)
+        else:
+            micro = _split_microbatches(batch, k, mesh, batch_axes)
+
+            def body(carry, xs):
+                acc_out, acc_grads = carry
+                index, mb = xs
+                out, grads = loss_and_grad(state.params, mb, jax.random.fold_in(rng, index), state.teacher)
+                acc_grads = jax.lax.with_sharding_constraint(jax.tree.map(jnp.add, acc_grads, grads), grad_shardings)
+                return (jax.tree.map(jnp.add, acc_out, out), acc_grads), None
+
+            first = jax.tree.map(lambda x: x[0], micro)
+            out_shape, grads_shape = jax.eval_shape(loss_and_grad, state.params, first, rng, state.teacher)
+            zeros = (
+                jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), out_shape),
+                jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), grads_shape),
+            )
+            (out, grads), _ = jax.lax.scan(body, zeros, (jnp.arange(k), micro))
+        metrics, denom = _mean_metrics(out)
+        grads = jax.tree.map(lambda g: g / denom, grads)
+        metrics["grad_norm"] = optax.tree.norm(grads)
+        metrics["learning_rate"] = jnp.asarray(optimizer.schedule(schedule_step), jnp.float32)
+        loss_finite = jnp.isfinite(metrics["loss"])
+        first_bad = _first_nonfinite(grads)
+        finite = loss_finite & (first_bad < 0)
+        metrics[NONFINITE] = jnp.where(finite, 0.0, 1.0)
+        metrics[NONFINITE_LOSS] = jnp.where(loss_finite, 0.0, 1.0)
+        metrics[FIRST_NONFINITE_GRAD] = first_bad
+        updates, opt_state = optimizer.tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        teacher = None if state.teacher is None else ema_update(state.teacher, params, ema_decay)
+        if skip_nonfinite:
+            keep = lambda new, old: jnp.where(finite, new, old)  # noqa: E731
+            params, opt_state = jax.tree.map(keep, params, state.params), jax.tree.map(keep, opt_state, state.opt_state)
+            teacher = jax.tree.map(keep, teacher, state.teacher)
+        return state.replace(params=params, opt_state=opt_state, teacher=teacher), metrics
+
+    return update
+
+
 def make_train_step(
     graphdef: nnx.GraphDef,
     optimizer: Optimizer,
@@ -274,70 +360,12 @@ def make_train_step(
         ValueError: ``ema_decay`` is given for a state without a teacher, or missing for one with a
             teacher.
     """
-    with_teacher = state_shardings.teacher is not None
-    if with_teacher != (ema_decay is not None):
-        raise ValueError(
-            "make_train_step: ema_decay must be given exactly when the train state has an EMA teacher "
-            f"(the state {'has' if with_teacher else 'has no'} teacher, ema_decay={ema_decay!r})"
-        )
-    rules = tuple(rules)
-    partitioning.validate_rules(rules, mesh.axis_names)
-    k = optimizer.num_microbatches
-    batch_axes = partitioning.batch_axes(rules)
-    grad_shardings = state_shardings.params
-
-    def loss_and_grad(
-        params: nnx.State, batch: Batch, rng: jax.Array, teacher: nnx.State | None
-    ) -> tuple[LossOutput, nnx.State]:
-        extra = {} if teacher is None else {"teacher": nnx.merge(graphdef, jax.lax.stop_gradient(teacher))}
-
-        def loss(p: nnx.State) -> tuple[jax.Array, LossOutput]:
-            out = loss_fn(nnx.merge(graphdef, p), batch, rng=rng, deterministic=False, **extra)
-            return out.loss_sum, out
-
-        (_, out), grads = jax.value_and_grad(loss, has_aux=True)(params)
-        return out, jax.tree.map(lambda g: g.astype(jnp.float32), grads)
+    update = make_update(graphdef, optimizer, mesh, rules, state_shardings=state_shardings, loss_fn=loss_fn,
+                         skip_nonfinite=skip_nonfinite, ema_decay=ema_decay)  # fmt: skip
 
     def step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
-        rng = jax.random.fold_in(state.rng, state.step)
-        if k == 1:
-            out, grads = loss_and_grad(state.params, batch, jax.random.fold_in(rng, 0), state.teacher)
-        else:
-            micro = _split_microbatches(batch, k, mesh, batch_axes)
-
-            def body(carry, xs):
-                acc_out, acc_grads = carry
-                index, mb = xs
-                out, grads = loss_and_grad(state.params, mb, jax.random.fold_in(rng, index), state.teacher)
-                acc_grads = jax.lax.with_sharding_constraint(jax.tree.map(jnp.add, acc_grads, grads), grad_shardings)
-                return (jax.tree.map(jnp.add, acc_out, out), acc_grads), None
-
-            first = jax.tree.map(lambda x: x[0], micro)
-            out_shape, grads_shape = jax.eval_shape(loss_and_grad, state.params, first, rng, state.teacher)
-            zeros = (
-                jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), out_shape),
-                jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), grads_shape),
-            )
-            (out, grads), _ = jax.lax.scan(body, zeros, (jnp.arange(k), micro))
-        metrics, denom = _mean_metrics(out)
-        grads = jax.tree.map(lambda g: g / denom, grads)
-        metrics["grad_norm"] = optax.tree.norm(grads)
-        metrics["learning_rate"] = jnp.asarray(optimizer.schedule(state.step), jnp.float32)
-        loss_finite = jnp.isfinite(metrics["loss"])
-        first_bad = _first_nonfinite(grads)
-        finite = loss_finite & (first_bad < 0)
-        metrics[NONFINITE] = jnp.where(finite, 0.0, 1.0)
-        metrics[NONFINITE_LOSS] = jnp.where(loss_finite, 0.0, 1.0)
-        metrics[FIRST_NONFINITE_GRAD] = first_bad
-        updates, opt_state = optimizer.tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        teacher = None if state.teacher is None else ema_update(state.teacher, params, ema_decay)
-        if skip_nonfinite:
-            keep = lambda new, old: jnp.where(finite, new, old)  # noqa: E731
-            params, opt_state = jax.tree.map(keep, params, state.params), jax.tree.map(keep, opt_state, state.opt_state)
-            teacher = jax.tree.map(keep, teacher, state.teacher)
-        new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state, teacher=teacher)
-        return new_state, metrics
+        state, metrics = update(state, batch, jax.random.fold_in(state.rng, state.step), state.step)
+        return state.replace(step=state.step + 1), metrics
 
     jitted = jax.jit(
         step,
@@ -345,7 +373,7 @@ def make_train_step(
         out_shardings=(state_shardings, partitioning.replicated_sharding(mesh)),
         donate_argnums=(0,) if donate_state else (),
     )
-    return CompiledStep(jitted=jitted, mesh=mesh, rules=rules, num_microbatches=k)
+    return CompiledStep(jitted=jitted, mesh=mesh, rules=rules, num_microbatches=optimizer.num_microbatches)
 
 
 def make_eval_step(

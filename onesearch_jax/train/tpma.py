@@ -137,6 +137,24 @@ def advantages(
     return position + config.item_weight * item, gates
 
 
+def policy_token_loss(
+    logprobs: jax.Array,
+    old_logprobs: jax.Array,
+    token_advantages: jax.Array,
+    gates: jax.Array,
+    config: AdvantageConfig,
+) -> jax.Array:
+    """The per-token policy loss ``[B, G, L]`` of log-probabilities under the current and the
+    rollout policy: ``-g r A^final`` (``L_TPMA``'s summand, Eq. 18-19, unclipped) or GRPO's clipped
+    ``-min(r A, clip(r, 1 - eps, 1 + eps) A)``. Gradients flow through ``logprobs`` only."""
+    ratio = jnp.exp(logprobs - jax.lax.stop_gradient(old_logprobs))
+    token_advantages = jax.lax.stop_gradient(token_advantages)
+    if config.mode == "grpo":
+        clipped = jnp.clip(ratio, 1.0 - config.clip_epsilon, 1.0 + config.clip_epsilon)
+        return -jnp.minimum(ratio * token_advantages, clipped * token_advantages)
+    return -jax.lax.stop_gradient(gates) * ratio * token_advantages
+
+
 def policy_loss(
     logprobs: jax.Array,
     old_logprobs: jax.Array,
@@ -144,15 +162,9 @@ def policy_loss(
     gates: jax.Array,
     config: AdvantageConfig,
 ) -> jax.Array:
-    """The scalar policy loss of per-token log-probabilities ``[B, G, L]`` under the current and the
-    rollout policy (``L_TPMA``, Eq. 18-19, unclipped; or GRPO's clipped surrogate), averaged over
-    prompts, rollouts and positions. Gradients flow through ``logprobs`` only."""
-    ratio = jnp.exp(logprobs - jax.lax.stop_gradient(old_logprobs))
-    token_advantages = jax.lax.stop_gradient(token_advantages)
-    if config.mode == "grpo":
-        clipped = jnp.clip(ratio, 1.0 - config.clip_epsilon, 1.0 + config.clip_epsilon)
-        return -jnp.mean(jnp.minimum(ratio * token_advantages, clipped * token_advantages))
-    return -jnp.mean(jax.lax.stop_gradient(gates) * ratio * token_advantages)
+    """The scalar policy loss: :func:`policy_token_loss` averaged over prompts, rollouts and
+    positions (``L_TPMA = -1/(G L) sum_i sum_l g r A^final``, Eq. 19, averaged over prompts)."""
+    return jnp.mean(policy_token_loss(logprobs, old_logprobs, token_advantages, gates, config))
 
 
 def k3_kl(logprobs: jax.Array, reference_logprobs: jax.Array) -> jax.Array:
