@@ -228,3 +228,41 @@ def test_stage_at_maps_global_steps_to_stages(world_records, tmp_path):
     assert config.stage_start(2) == 5
     with pytest.raises(ValueError, match="outside the run's 6 steps"):
         config.stage_at(6)
+
+
+def test_a_grpo_run_starts_from_another_runs_checkpoint_and_keeps_it_as_reference(trained, tmp_path):
+    """The TPMA-GRPO stage on the small world's records: it starts from the SFT run's last
+    parameters (TrainConfig.init_checkpoint), whose policy is the reference, so the first step's
+    rollouts have KL 0 to it; it trains, and a restart resumes and reads the reference again."""
+    from onesearch_jax.train.grpo_config import GrpoConfig
+
+    setup, model_dir, _, _ = trained
+    lengths = {"inputs": 96, "targets": 8, "clicked_leaves": 8, "ordered_leaves": 8, "relevance_leaves": 32,
+               "relevance_tiers": 32}  # fmt: skip
+    stage = StageConfig(name="grpo", mixture_or_task="onesearch_personalized_grpo", num_steps=2,
+                        task_feature_lengths=lengths, feature_converter="grpo")  # fmt: skip
+    config = dataclasses.replace(setup.config, model_dir=str(tmp_path), stages=(stage,), eval_tasks=(),
+                                 init_checkpoint=str(model_dir / "checkpoints"))  # fmt: skip
+    grpo = GrpoConfig(num_samples=4)
+    optimizer = OptimizerConfig(learning_rate=1e-3, warmup_steps=0, decay="constant")
+    first = train_run(setup_for(config), optimizer_config=optimizer, checkpoint_config=checkpoints(tmp_path),
+                      grpo=grpo)  # fmt: skip
+    assert (first.start_step, first.step) == (0, 2)
+    logged = read_metrics(tmp_path / "metrics.jsonl", "train")
+    assert logged[0]["rollout/kl_to_reference"] < 1e-6  # step 1 samples with the reference's parameters
+    assert logged[0]["rollout/valid_sid_rate"] == 1.0 and logged[0]["ratio"] == pytest.approx(1.0, abs=1e-5)
+    assert {"reward/click_order", "reward/ctr", "reward/relevance", "tpma/gate/pos5", "tpma/advantage_std/pos1",
+            "sft_ce"} <= set(logged[0])  # fmt: skip
+    assert logged[1]["rollout/kl_to_reference"] > 0
+    init = restore_params(setup, checkpoints(model_dir))[1]
+    trained_params = restore_params(setup, checkpoints(tmp_path), 2)[1]
+    assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(init), jax.tree.leaves(trained_params),
+                                                        strict=True))  # fmt: skip
+    longer = dataclasses.replace(config, stages=(dataclasses.replace(stage, num_steps=3),))
+    second = train_run(setup_for(longer), optimizer_config=optimizer, checkpoint_config=checkpoints(tmp_path),
+                       grpo=grpo)  # fmt: skip
+    assert (second.start_step, second.step) == (2, 3)
+    with pytest.raises(ValueError, match=r"set TrainConfig\.init_checkpoint"):
+        dataclasses.replace(config, init_checkpoint=None)
+    with pytest.raises(ValueError, match="mixes TPMA-GRPO stages"):
+        dataclasses.replace(config, stages=(stage, setup.config.stages[0]))
