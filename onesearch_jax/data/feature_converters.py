@@ -27,60 +27,65 @@ import seqio
 import tensorflow as tf
 
 
-class EncDecTeacherFeatureConverter(seqio.EncDecFeatureConverter):
-    """`EncDecFeatureConverter` with ``teacher_inputs`` -> ``teacher_encoder_input_tokens``."""
+def _int32_specs(names) -> dict[str, seqio.FeatureConverter.FeatureSpec]:
+    return {name: seqio.FeatureConverter.FeatureSpec(dtype=tf.int32) for name in names}
 
-    TASK_FEATURES: ClassVar[dict[str, seqio.FeatureConverter.FeatureSpec]] = {
-        **seqio.EncDecFeatureConverter.TASK_FEATURES,
-        "teacher_inputs": seqio.FeatureConverter.FeatureSpec(dtype=tf.int32),
-    }
-    MODEL_FEATURES: ClassVar[dict[str, seqio.FeatureConverter.FeatureSpec]] = {
-        **seqio.EncDecFeatureConverter.MODEL_FEATURES,
-        "teacher_encoder_input_tokens": seqio.FeatureConverter.FeatureSpec(dtype=tf.int32),
-    }
+
+class _EncDecPassThroughConverter(seqio.EncDecFeatureConverter):
+    """`EncDecFeatureConverter` plus per-example features copied unpacked: task feature
+    ``name`` becomes model feature ``PASS_THROUGH[name]``, padded to the task feature's length.
+
+    Subclasses set ``PASS_THROUGH`` and ``TASK_FEATURES`` / ``MODEL_FEATURES`` (with
+    :func:`_int32_specs`) and say in ``PACK_REFUSAL`` why they cannot pack.
+    """
+
+    PASS_THROUGH: ClassVar[dict[str, str]] = {}
+    PACK_REFUSAL: ClassVar[str] = ""
 
     def __init__(self, pack: bool = False, **kwargs):
         if pack:
-            raise ValueError("EncDecTeacherFeatureConverter cannot pack: teacher and student inputs must stay aligned")
+            raise ValueError(f"{type(self).__name__} cannot pack: {self.PACK_REFUSAL}")
         super().__init__(pack=False, **kwargs)
 
     def _convert_example(self, features: Mapping[str, tf.Tensor]) -> Mapping[str, tf.Tensor]:
         converted = dict(super()._convert_example(features))
-        converted["teacher_encoder_input_tokens"] = features["teacher_inputs"]
+        converted.update({model: features[task] for task, model in self.PASS_THROUGH.items()})
         return converted
 
     def get_model_feature_lengths(self, task_feature_lengths: Mapping[str, int]) -> Mapping[str, int]:
         lengths = dict(super().get_model_feature_lengths(task_feature_lengths))
-        lengths["teacher_encoder_input_tokens"] = task_feature_lengths["teacher_inputs"]
+        lengths.update({model: task_feature_lengths[task] for task, model in self.PASS_THROUGH.items()})
         return lengths
+
+
+class EncDecTeacherFeatureConverter(_EncDecPassThroughConverter):
+    """`EncDecFeatureConverter` with ``teacher_inputs`` -> ``teacher_encoder_input_tokens``."""
+
+    PASS_THROUGH: ClassVar[dict[str, str]] = {"teacher_inputs": "teacher_encoder_input_tokens"}
+    PACK_REFUSAL: ClassVar[str] = "teacher and student inputs must stay aligned"
+    TASK_FEATURES: ClassVar[dict[str, seqio.FeatureConverter.FeatureSpec]] = {
+        **seqio.EncDecFeatureConverter.TASK_FEATURES,
+        **_int32_specs(PASS_THROUGH),
+    }
+    MODEL_FEATURES: ClassVar[dict[str, seqio.FeatureConverter.FeatureSpec]] = {
+        **seqio.EncDecFeatureConverter.MODEL_FEATURES,
+        **_int32_specs(PASS_THROUGH.values()),
+    }
 
 
 GRPO_FEEDBACK = ("clicked_leaves", "ordered_leaves", "relevance_leaves", "relevance_tiers")
 
 
-class GrpoFeatureConverter(seqio.EncDecFeatureConverter):
+class GrpoFeatureConverter(_EncDecPassThroughConverter):
     """`EncDecFeatureConverter` with the session's feedback lists (:data:`GRPO_FEEDBACK`) passed through."""
 
+    PASS_THROUGH: ClassVar[dict[str, str]] = {name: name for name in GRPO_FEEDBACK}
+    PACK_REFUSAL: ClassVar[str] = "each prompt carries its own feedback"
     TASK_FEATURES: ClassVar[dict[str, seqio.FeatureConverter.FeatureSpec]] = {
         **seqio.EncDecFeatureConverter.TASK_FEATURES,
-        **{name: seqio.FeatureConverter.FeatureSpec(dtype=tf.int32) for name in GRPO_FEEDBACK},
+        **_int32_specs(GRPO_FEEDBACK),
     }
     MODEL_FEATURES: ClassVar[dict[str, seqio.FeatureConverter.FeatureSpec]] = {
         **seqio.EncDecFeatureConverter.MODEL_FEATURES,
-        **{name: seqio.FeatureConverter.FeatureSpec(dtype=tf.int32) for name in GRPO_FEEDBACK},
+        **_int32_specs(GRPO_FEEDBACK),
     }
-
-    def __init__(self, pack: bool = False, **kwargs):
-        if pack:
-            raise ValueError("GrpoFeatureConverter cannot pack: each prompt carries its own feedback")
-        super().__init__(pack=False, **kwargs)
-
-    def _convert_example(self, features: Mapping[str, tf.Tensor]) -> Mapping[str, tf.Tensor]:
-        converted = dict(super()._convert_example(features))
-        converted.update({name: features[name] for name in GRPO_FEEDBACK})
-        return converted
-
-    def get_model_feature_lengths(self, task_feature_lengths: Mapping[str, int]) -> Mapping[str, int]:
-        lengths = dict(super().get_model_feature_lengths(task_feature_lengths))
-        lengths.update({name: task_feature_lengths[name] for name in GRPO_FEEDBACK})
-        return lengths

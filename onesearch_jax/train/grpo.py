@@ -148,8 +148,7 @@ def rollout_logprobs(model: Any, encoded: jax.Array, encoder_input_tokens: jax.A
     logits = model.decode(
         jnp.repeat(encoded, g, axis=0), jnp.repeat(encoder_input_tokens, g, axis=0), decoder_inputs, deterministic=True
     )
-    log_z, cross_entropy = per_token_cross_entropy(logits, flat)
-    del log_z
+    _, cross_entropy = per_token_cross_entropy(logits, flat)
     return (-cross_entropy).reshape(b, g, length)
 
 
@@ -173,7 +172,7 @@ def make_grpo_loss(config: GrpoConfig) -> Callable[..., LossOutput]:
         logprobs = rollout_logprobs(model, encoded, encoder_tokens, tokens)
         policy = tpma.policy_token_loss(logprobs, batch["old_logprobs"], batch["advantages"], batch["gates"], advantage)
         kl = tpma.k3_kl(logprobs, batch["reference_logprobs"])
-        ratio = jnp.exp(logprobs - jax.lax.stop_gradient(batch["old_logprobs"]))
+        ratio = tpma.importance_ratio(logprobs, batch["old_logprobs"])
         logits = model.decode(encoded, encoder_tokens, batch["decoder_input_tokens"],
                               decoder_target_tokens=batch["decoder_target_tokens"], deterministic=True)  # fmt: skip
         _, cross_entropy = per_token_cross_entropy(logits, batch["decoder_target_tokens"])

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import seqio
 from flax import nnx
@@ -336,10 +337,14 @@ def train_run(
     latest = checkpointer.latest_intact_step()  # a corrupt newer step is reported and set aside
     checkpointer.check_free_space(checkpoint_bytes(abstract))
     data_state = None
+    # the init checkpoint: the fresh run's parameters and, in a GRPO run, the reference (read once)
+    initial = None
+    if config.init_checkpoint is not None and (latest is None or grpo is not None):
+        initial = _init_params(setup)
     if latest is None:
         state = init()
-        if config.init_checkpoint is not None:
-            state = state.replace(params=_init_params(setup))
+        if initial is not None:  # a copy: the train step donates the state's buffers
+            state = state.replace(params=jax.tree.map(jnp.copy, initial))
     else:
         _check_meta(checkpointer.restore_meta(latest), setup, checkpointer.directory)
         state, data_state = checkpointer.restore(latest, abstract_state=abstract_train_state(abstract, shardings))
@@ -351,7 +356,7 @@ def train_run(
 
         train_step = make_grpo_step(graphdef, optimizer, setup.mesh, setup.rules, state_shardings=shardings,
                                     config=grpo, tables=load_tables(config.examples_dir, setup.vocab, setup.mesh),
-                                    reference=_init_params(setup))  # fmt: skip
+                                    reference=initial)  # fmt: skip
     else:
         ema_decay = ema_teacher.decay if with_teacher else None
         train_step = make_train_step(graphdef, optimizer, setup.mesh, setup.rules, state_shardings=shardings,

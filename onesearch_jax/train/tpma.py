@@ -137,6 +137,11 @@ def advantages(
     return position + config.item_weight * item, gates
 
 
+def importance_ratio(logprobs: jax.Array, old_logprobs: jax.Array) -> jax.Array:
+    """``r = pi_theta / pi_theta_old`` per token (Eq. 18); gradients flow through ``logprobs`` only."""
+    return jnp.exp(logprobs - jax.lax.stop_gradient(old_logprobs))
+
+
 def policy_token_loss(
     logprobs: jax.Array,
     old_logprobs: jax.Array,
@@ -147,7 +152,7 @@ def policy_token_loss(
     """The per-token policy loss ``[B, G, L]`` of log-probabilities under the current and the
     rollout policy: ``-g r A^final`` (``L_TPMA``'s summand, Eq. 18-19, unclipped) or GRPO's clipped
     ``-min(r A, clip(r, 1 - eps, 1 + eps) A)``. Gradients flow through ``logprobs`` only."""
-    ratio = jnp.exp(logprobs - jax.lax.stop_gradient(old_logprobs))
+    ratio = importance_ratio(logprobs, old_logprobs)
     token_advantages = jax.lax.stop_gradient(token_advantages)
     if config.mode == "grpo":
         clipped = jnp.clip(ratio, 1.0 - config.clip_epsilon, 1.0 + config.clip_epsilon)
