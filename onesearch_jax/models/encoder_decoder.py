@@ -413,13 +413,16 @@ class EncoderDecoder(nnx.Module):
         deterministic: bool = True,
         rngs: DropoutRngs = None,
     ) -> jax.Array:
-        """float32 logits ``[B, T, vocab]`` of the token after each decoder input.
+        """float32 logits ``[N, T, vocab]`` of the token after each decoder input.
+
+        N is B or a multiple of it: rows ``b * R .. b * R + R - 1`` are R continuations of query b
+        (GRPO's rollouts), which share the query's cross-attention keys and values.
 
         Args:
             encoded: :meth:`encode` output ``[B, S, embed]``.
             encoder_input_tokens: ``[B, S]``, for the cross-attention padding mask.
-            decoder_input_tokens: ``[B, T]``, the targets shifted right with start token 0.
-            decoder_target_tokens: ``[B, T]`` or None; where 0, the position is padding and no
+            decoder_input_tokens: ``[N, T]``, the targets shifted right with start token 0.
+            decoder_target_tokens: ``[N, T]`` or None; where 0, the position is padding and no
                 later position attends to it (T5X ``make_decoder_mask``). Causal masking alone
                 already gives the same logits at real positions for right-padded targets.
             deterministic: no dropout when True.

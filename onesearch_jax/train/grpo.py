@@ -141,13 +141,14 @@ def load_tables(examples_dir: str | os.PathLike, vocab: OneSearchVocabulary, mes
 
 def rollout_logprobs(model: Any, encoded: jax.Array, encoder_input_tokens: jax.Array, tokens: jax.Array) -> jax.Array:
     """``log pi(o_i^l | prompt, o_i^{<l})`` ``[B, G, L]`` float32 of rollouts ``tokens [B, G, L]``
-    (teacher forced, no dropout), from the prompts' encoder output ``encoded [B, S, D]``."""
+    (teacher forced, no dropout), from the prompts' encoder output ``encoded [B, S, D]``.
+
+    The G rollouts of a prompt share its cross-attention keys and values (projected once per
+    prompt, not per rollout: ``EncoderDecoder.decode`` with ``B * G`` decoder rows)."""
     b, g, length = tokens.shape
     flat = tokens.reshape(b * g, length)
     decoder_inputs = jnp.concatenate([jnp.zeros((b * g, 1), flat.dtype), flat[:, :-1]], axis=1)
-    logits = model.decode(
-        jnp.repeat(encoded, g, axis=0), jnp.repeat(encoder_input_tokens, g, axis=0), decoder_inputs, deterministic=True
-    )
+    logits = model.decode(encoded, encoder_input_tokens, decoder_inputs, deterministic=True)
     _, cross_entropy = per_token_cross_entropy(logits, flat)
     return (-cross_entropy).reshape(b, g, length)
 

@@ -102,6 +102,20 @@ def test_incremental_decode_step_equals_decoding_the_whole_prefix(model):
     assert not np.allclose(np.asarray(full_before[:, 2:]), np.asarray(full_after[:, 2:]), atol=1e-3)
 
 
+def test_decode_of_several_rows_per_query_equals_decoding_a_repeated_encoder_output(model):
+    """decode with N = 3 rows per query (GRPO's rollouts) shares the query's cross-attention keys and
+    values; the logits equal those of the encoder output repeated per row."""
+    rows = jnp.concatenate([DEC, DEC.at[:, 2:].set(30), DEC.at[:, 1:].set(31)])
+    rows = rows.reshape(3, 2, 5).transpose(1, 0, 2).reshape(6, 5)  # row b * 3 + r belongs to query b
+    encoded = encode(model, ENC)
+    shared = nnx.jit(EncoderDecoder.decode)(model, encoded, ENC, rows)
+    repeated = nnx.jit(EncoderDecoder.decode)(model, jnp.repeat(encoded, 3, axis=0), jnp.repeat(ENC, 3, axis=0), rows)
+    assert shared.shape == (6, 5, 64)
+    np.testing.assert_allclose(np.asarray(shared), np.asarray(repeated), atol=1e-5)
+    # and the rows are not all the same continuation: query 1's rows differ from query 0's
+    assert float(jnp.abs(shared[0] - shared[3]).max()) > 1e-3
+
+
 def test_decode_step_checks_its_cache(model):
     cross = model.cross_key_values(model.encode(ENC))
     tokens = jnp.zeros((4,), jnp.int32)
