@@ -40,6 +40,7 @@ import copy
 import json
 import os
 import statistics
+import time
 from typing import Any
 
 import numpy as np
@@ -84,7 +85,7 @@ def ours_step(ours: Any, trie: Any, first_ids: tuple[int, ...], queries: np.ndar
     from onesearch_jax.decode.device_trie import DeviceTrie
     from onesearch_jax.models import partitioning
     from onesearch_jax.models.mesh_config import MeshConfig, standard_logical_axis_rules
-    from onesearch_jax.train.grpo import GrpoTables, make_grpo_step
+    from onesearch_jax.train.grpo import SFT_FEATURES, GrpoTables, make_grpo_step
     from onesearch_jax.train.grpo_config import GrpoConfig
     from onesearch_jax.train.optimizer_config import OptimizerConfig
     from onesearch_jax.train.optimizers import make_optimizer
@@ -128,6 +129,31 @@ def ours_step(ours: Any, trie: Any, first_ids: tuple[int, ...], queries: np.ndar
         holder["state"], metrics = step(holder["state"], batch)
         return jax.device_get(metrics)
 
+    def split(repeats: int) -> dict[str, float]:
+        """Median seconds of each of the step's programs run alone: sampling, scoring, update."""
+
+        def timed(fn: Any) -> tuple[float, Any]:
+            seconds = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                out = jax.block_until_ready(fn())
+                seconds.append(time.perf_counter() - start)
+            return statistics.median(seconds), out
+
+        key = step.rollout_key(holder["state"].rng, holder["state"].step)
+        sample_s, samples = timed(lambda: step.rollout(holder["state"].params, batch["encoder_input_tokens"],
+                                                       step.tables.trie, key))  # fmt: skip
+        score_s, (features, _) = timed(lambda: step.score(step.reference, dict(batch), samples, step.tables))
+        update_batch = {**{name: batch[name] for name in SFT_FEATURES}, **features}
+
+        def update() -> Any:
+            holder["state"], metrics = step.update(holder["state"], update_batch)
+            return metrics
+
+        update_s, _ = timed(update)
+        return {"sampling": sample_s, "scoring": score_s, "update": update_s}
+
+    run.split = split
     return run
 
 
@@ -223,6 +249,7 @@ def main() -> None:
     parser.add_argument("--cpu_devices", type=int, default=len(os.sched_getaffinity(0)))
     parser.add_argument("--torch_threads", type=int, default=len(os.sched_getaffinity(0)))
     parser.add_argument("--json_out", default=None)
+    parser.add_argument("--split", action="store_true", help="also time our step's programs one by one")
     args = parser.parse_args()
     if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
         raise SystemExit("XLA_FLAGS already forces a device count: set it with --cpu_devices instead")
@@ -261,6 +288,10 @@ def main() -> None:
         samples = ", ".join(f"{1000 * s:.0f}" for s in seconds[name])
         print(f"  {name:4}: {rate[name]:7.1f} prompts/s (median of {samples} ms per step)")
     print(f"  ratio ours / HF+PyTorch: {result['ratio']:.1f}x")
+    if args.split:
+        result["ours_programs_seconds"] = run_ours.split(args.repeats)
+        parts = ", ".join(f"{name} {1000 * value:.0f} ms" for name, value in result["ours_programs_seconds"].items())
+        print(f"  ours, each program alone (median of {args.repeats}): {parts}")
     if background is not None and background > 0.1:
         print(f"  warning: other processes took {background:.0%} of the CPU meanwhile")
     if args.json_out:
