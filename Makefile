@@ -9,7 +9,7 @@ TEST_STAMP := $(VENV)/.installed-test
 DEMO_DIR ?= demo_output
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-all lint format bench clean
+.PHONY: setup demo test test-all lint format bench clean
 
 $(STAMP): setup.py requirements-lock.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "onesearch-jax needs Python 3.11 (jax 0.10.x); set PYTHON=python3.11")'
@@ -22,6 +22,15 @@ $(STAMP): setup.py requirements-lock.txt
 $(TEST_STAMP): $(STAMP) requirements-test-lock.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-test-lock.txt
 	@touch $(TEST_STAMP)
+
+# The virtualenv alone (what launch/tpu_pod.sh and launch/gpu_slurm.sbatch use on each host); with
+# JAX_EXTRA=tpu or cuda12, jax's accelerator build at the locked jax version is added.
+JAX_EXTRA ?=
+setup: $(STAMP)
+ifneq ($(JAX_EXTRA),)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check \
+		"jax[$(JAX_EXTRA)]==$$(sed -n 's/^jax==//p' requirements-lock.txt)"
+endif
 
 demo: $(STAMP)
 	$(BIN)/onesearch world --output_dir=$(DEMO_DIR)/world --gin_file=gin/world/default.gin

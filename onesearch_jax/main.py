@@ -13,10 +13,16 @@ Usage::
     onesearch data build-examples DATA_DIR OUT_DIR --sids=SIDS_DIR --keywords=REPOSITORY.jsonl
         [--gin_file=gin/examples/default.gin] [--skip_invalid]
     onesearch train --gin_file=gin/runs/sft.gin --gin_file=gin/models/tiny.gin [--gin.MODEL_DIR="'DIR'"]
+        [--dry_run] [--multiprocess | --coordinator_address=HOST:PORT --num_processes=N --process_id=I]
     onesearch eval --gin_file=gin/runs/sft.gin --gin_file=gin/runs/eval.gin --gin_file=gin/models/tiny.gin
         [--step=N | --all_steps | --watch] [--gin.EvalConfig.beam_size=64]
     onesearch infer --gin_file=gin/runs/sft.gin --gin_file=gin/runs/infer.gin --gin_file=gin/models/tiny.gin
         [--step=N] [--gin.InferConfig.inputs_file="'inputs.txt'"]
+
+Multi-process jobs (TPU pods, GPU clusters, ``launch/multihost_local.sh``): every process runs the
+same ``train`` / ``eval`` / ``infer`` command with ``--multiprocess`` (the job detected from Cloud
+TPU, SLURM, Open MPI or Kubernetes) or ``--coordinator_address=HOST:PORT --num_processes=N
+--process_id=I``; see ``onesearch_jax/distributed.py``.
 
 Configuration: ``--gin_file`` (repeatable, looked up in ``--gin_search_paths`` and the project
 root), then ``--gin.NAME=VALUE`` overrides (or ``--gin_bindings``). Bad input ends with one line
@@ -93,6 +99,18 @@ flags.DEFINE_string("sids", None, "build-examples: the SID codebook directory (o
 flags.DEFINE_string("keywords", None, "build-examples: the keyword repository (onesearch keywords).")
 flags.DEFINE_integer("step", None, "eval, infer: the checkpoint step (default: the latest).")
 flags.DEFINE_bool("all_steps", False, "eval: evaluate every checkpoint in the model directory, oldest first.")
+flags.DEFINE_bool(
+    "dry_run", False, "train: build the mesh, shard the state and compile each stage's step, then print the "
+    "parameter count and per-device memory without training or writing anything (see train/dry_run.py)."
+)  # fmt: skip
+flags.DEFINE_bool(
+    "multiprocess", False, "train, eval, infer: join a multi-process job (jax.distributed; detected on Cloud TPU, "
+    "SLURM, Open MPI, Kubernetes, or given by the three flags below or JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, "
+    "JAX_PROCESS_ID)."
+)  # fmt: skip
+flags.DEFINE_string("coordinator_address", None, "multi-process: host:port of process 0's coordination service.")
+flags.DEFINE_integer("num_processes", None, "multi-process: processes in the job.")
+flags.DEFINE_integer("process_id", None, "multi-process: this process's index, 0 .. num_processes - 1.")
 flags.DEFINE_bool("watch", False, "eval: evaluate each new checkpoint as training writes it, until the last step.")
 
 
@@ -240,6 +258,14 @@ def cmd_train(args: Sequence[str]) -> int:
     # the optimizer's schedule counts updates: GRPO makes inner_updates of them per step
     optimizer = _configured_optimizer(total * (objective.grpo.inner_updates if objective.grpo else 1))
     setup, checkpoints = _train_setup(config, optimizer.num_microbatches)
+    if FLAGS.dry_run:
+        from onesearch_jax.train.dry_run import dry_run
+
+        ema_decay = objective.ema_teacher.decay if objective.ema_teacher is not None else None
+        report = dry_run(setup, optimizer_config=optimizer, loss_fn=objective.loss_fn, ema_decay=ema_decay,
+                         grpo=objective.grpo)  # fmt: skip
+        print(report.format())
+        return 0
     from onesearch_jax.models.encoder_decoder import param_count
     from onesearch_jax.train.preemption import PreemptionWatcher
     from onesearch_jax.train.run import train_run
@@ -340,6 +366,27 @@ COMMANDS: dict[tuple[str, ...], Callable[[Sequence[str]], int]] = {
 }
 
 
+MULTIPROCESS_COMMANDS = (("train",), ("eval",), ("infer",))
+_PROCESS_FLAGS = ("coordinator_address", "num_processes", "process_id")
+
+
+def _join_job(words: tuple[str, ...]) -> None:
+    """``jax.distributed.initialize`` when the flags or the environment describe a multi-process job."""
+    from onesearch_jax.distributed import DistributedConfig, initialize
+
+    flagged = FLAGS.multiprocess or any(FLAGS[name].present for name in _PROCESS_FLAGS)
+    if words not in MULTIPROCESS_COMMANDS:
+        if flagged:
+            raise ValueError(f"{' '.join(words)} runs in one process: --multiprocess and "
+                             f"--{', --'.join(_PROCESS_FLAGS)} are for train, eval and infer")  # fmt: skip
+        return
+    environment = DistributedConfig.from_environment()
+    config = DistributedConfig(**{name: FLAGS[name].value if FLAGS[name].present else getattr(environment, name)
+                                  for name in _PROCESS_FLAGS})  # fmt: skip
+    if flagged or config != DistributedConfig():
+        initialize(config)
+
+
 def _expect(args: Sequence[str], n: int, usage: str) -> Sequence[str]:
     if len(args) != n:
         raise app.UsageError(f"{usage} (got {list(args)})")
@@ -356,6 +403,7 @@ def main(argv: Sequence[str]) -> int:
         raise app.UsageError(f"unknown command {' '.join(args) or '(none)'}; commands: {names}")
     try:
         parse_gin(FLAGS.gin_search_paths, FLAGS.gin_file, FLAGS.gin_bindings)
+        _join_job(words)
         return COMMANDS[words](args[len(words) :])
     except (RecordError, OSError, ValueError, SyntaxError) as e:  # gin: SyntaxError, ValueError
         print(f"error: {e}", file=sys.stderr)

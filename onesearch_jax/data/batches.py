@@ -40,7 +40,12 @@ class BatchConfig:
         num_epochs: passes over the data; None repeats forever (training).
         feature_converter: ``encdec``, ``encdec_teacher`` (adds the teacher's encoder input) or
             ``grpo`` (adds the session's feedback as trie leaves).
-        shard_index / num_shards: this host's shard of the data (multi-host input pipelines).
+        shard_index / num_shards: this host's (first) shard of the data, of ``num_shards``
+            (multi-host input pipelines).
+        num_host_shards: shards this host reads, ``shard_index .. shard_index + num_host_shards - 1``;
+            each gives ``batch_size / num_host_shards`` rows of every batch, in shard order. With a
+            fixed ``num_shards``, the batches that H hosts read together are the same for any H
+            dividing it (``TrainConfig.input_shards``).
         drop_remainder: drop a last partial batch.
     """
 
@@ -54,6 +59,7 @@ class BatchConfig:
     feature_converter: str = "encdec"
     shard_index: int = 0
     num_shards: int = 1
+    num_host_shards: int = 1
     drop_remainder: bool = True
 
     def __post_init__(self) -> None:
@@ -63,6 +69,14 @@ class BatchConfig:
             raise ValueError(f"BatchConfig.feature_converter must be one of {sorted(FEATURE_CONVERTERS)}")
         if not 0 <= self.shard_index < self.num_shards:
             raise ValueError(f"BatchConfig.shard_index {self.shard_index} outside 0..{self.num_shards - 1}")
+        if self.num_host_shards < 1 or self.shard_index + self.num_host_shards > self.num_shards:
+            raise ValueError(f"BatchConfig.num_host_shards {self.num_host_shards} from shard {self.shard_index} "
+                             f"goes past the {self.num_shards} shards")  # fmt: skip
+        if self.batch_size % self.num_host_shards:
+            raise ValueError(f"BatchConfig.batch_size {self.batch_size} does not split over its "
+                             f"{self.num_host_shards} shards")  # fmt: skip
+        if self.num_host_shards > 1 and not self.drop_remainder:
+            raise ValueError("BatchConfig: several shards per host need drop_remainder (whole batches per shard)")
         if self.num_epochs is not None and self.num_epochs < 1:
             raise ValueError("BatchConfig.num_epochs must be positive or None (repeat)")
 
@@ -75,24 +89,29 @@ class ResumableBatches(Iterator[dict[str, np.ndarray]]):
             raise ValueError(f"position must be >= 0, got {position}")
         self.config = config
         self.position = position
-        ds = seqio.get_dataset(
-            config.mixture_or_task,
-            task_feature_lengths=dict(config.task_feature_lengths),
-            dataset_split=config.split,
-            shuffle=config.shuffle,
-            num_epochs=config.num_epochs,
-            feature_converter=FEATURE_CONVERTERS[config.feature_converter](pack=False),
-            shard_info=seqio.ShardInfo(index=config.shard_index, num_shards=config.num_shards),
-            seed=config.seed,
-            verbose=False,
-        )
-        ds = ds.batch(config.batch_size, drop_remainder=config.drop_remainder).skip(position)
-        self._iterator = ds.as_numpy_iterator()
+        rows = config.batch_size // config.num_host_shards
+        self._iterators = []
+        for shard in range(config.shard_index, config.shard_index + config.num_host_shards):
+            ds = seqio.get_dataset(
+                config.mixture_or_task,
+                task_feature_lengths=dict(config.task_feature_lengths),
+                dataset_split=config.split,
+                shuffle=config.shuffle,
+                num_epochs=config.num_epochs,
+                feature_converter=FEATURE_CONVERTERS[config.feature_converter](pack=False),
+                shard_info=seqio.ShardInfo(index=shard, num_shards=config.num_shards),
+                seed=config.seed,
+                verbose=False,
+            )
+            ds = ds.batch(rows, drop_remainder=config.drop_remainder).skip(position)
+            self._iterators.append(ds.as_numpy_iterator())
 
     def __next__(self) -> dict[str, np.ndarray]:
-        batch = next(self._iterator)
+        parts = [next(iterator) for iterator in self._iterators]
         self.position += 1
-        return batch
+        if len(parts) == 1:
+            return parts[0]
+        return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
 
     def state(self) -> dict[str, Any]:
         """What to save with a checkpoint (JSON-serialisable)."""
@@ -101,7 +120,9 @@ class ResumableBatches(Iterator[dict[str, np.ndarray]]):
     @classmethod
     def restore(cls, state: Mapping[str, Any], config: BatchConfig) -> ResumableBatches:
         """Continues a stream from :meth:`state`; the config must be the saved one."""
-        saved = state["config"]
+        # fields added since the checkpoint was written count as their defaults
+        defaults = {f.name: f.default for f in dataclasses.fields(BatchConfig) if f.default is not dataclasses.MISSING}
+        saved = {**_jsonable({k: v for k, v in defaults.items() if k not in state["config"]}), **state["config"]}
         if saved != _jsonable(dataclasses.asdict(config)):
             raise ValueError(
                 f"the data stream changed since the checkpoint: saved {saved}, now {dataclasses.asdict(config)}"

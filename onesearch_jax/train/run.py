@@ -141,6 +141,8 @@ def prepare_run(
             raise ValueError(f"{what}: {error}") from error
         if size % hosts:
             raise ValueError(f"{what} {size} does not split over the {hosts} processes (hosts)")
+    if config.input_shards is not None and config.input_shards % hosts:
+        raise ValueError(f"TrainConfig.input_shards {config.input_shards} does not split over the {hosts} processes")
     partitioning.param_shardings(nnx.state(abstract_model(model_config), nnx.Param), mesh, rules)
     return RunSetup(config=config, vocab=vocab, model_config=model_config, mesh=mesh, rules=tuple(rules))
 
@@ -157,19 +159,23 @@ def _check_meta(meta: Mapping[str, Any], setup: RunSetup, where: str) -> None:
         )
 
 
-def _stream_config(setup: RunSetup, stage: StageConfig, index: int) -> BatchConfig:
+def stream_config(setup: RunSetup, stage: StageConfig, index: int) -> BatchConfig:
+    """This host's stream of stage ``index``: its ``input_shards / hosts`` shards (one by default)."""
     config = setup.config
+    hosts = jax.process_count()
+    shards = config.input_shards or hosts
     return BatchConfig(
         mixture_or_task=stage.mixture_or_task,
         task_feature_lengths=dict(stage.task_feature_lengths),
-        batch_size=config.batch_size // jax.process_count(),
+        batch_size=config.batch_size // hosts,
         split="train",
         shuffle=True,
         seed=config.data_seed + index,
         num_epochs=None,
         feature_converter=stage.feature_converter,
-        shard_index=jax.process_index(),
-        num_shards=jax.process_count(),
+        shard_index=jax.process_index() * (shards // hosts),
+        num_shards=shards,
+        num_host_shards=shards // hosts,
     )
 
 
@@ -186,7 +192,7 @@ def stages_of(setup: RunSetup, on_start: Mapping[str, Callable[[Any], Any]] | No
         raise ValueError(f"on_start names stages {unknown} that the run does not have")
     out = []
     for index, stage in enumerate(setup.config.stages):
-        batch_config = _stream_config(setup, stage, index)
+        batch_config = stream_config(setup, stage, index)
 
         def open_stream(position: int, saved: Mapping[str, Any] | None, bc: BatchConfig = batch_config):
             if saved is None:

@@ -109,6 +109,11 @@ class TrainConfig:
         log_every_steps: write train metrics (means over the interval) every this many steps.
         seed: parameter initialisation and dropout.
         data_seed: shuffling and mixture sampling (stage ``i`` uses ``data_seed + i``).
+        input_shards: the training streams' shards K. Host h of H reads shards h K/H .. (h+1) K/H - 1,
+            each giving ``batch_size / K`` rows of every batch, so the global batches, and with
+            them the run, are the same on any number of hosts dividing K (a 2-host debug run
+            reproduces the 1-host one; a restart may change the host count). None: one shard per
+            host (each host reads 1/H of the data; the batches then depend on H).
         vocab_pad_multiple: the embedding has ``vocab_size`` rounded up to this (T5X pads 32100 to
             32128) so that the ``vocab`` axis splits over ``tensor``; padded ids are never targets.
         progress_bar: show a tqdm bar (step, loss, examples/s) on process 0.
@@ -148,6 +153,7 @@ class TrainConfig:
     log_every_steps: int = 10
     seed: int = 0
     data_seed: int = 0
+    input_shards: int | None = None
     vocab_pad_multiple: int = 128
     progress_bar: bool = True
     tensorboard: bool = True
@@ -175,6 +181,11 @@ class TrainConfig:
         _positive_int("TrainConfig", "vocab_pad_multiple", self.vocab_pad_multiple)
         _positive_int("TrainConfig", "seed", self.seed, minimum=0)
         _positive_int("TrainConfig", "data_seed", self.data_seed, minimum=0)
+        if self.input_shards is not None:
+            _positive_int("TrainConfig", "input_shards", self.input_shards)
+            if self.batch_size % self.input_shards:
+                raise ValueError(f"TrainConfig.batch_size {self.batch_size} does not split over its "
+                                 f"{self.input_shards} input_shards")  # fmt: skip
         if self.eval_batch_size is not None:
             _positive_int("TrainConfig", "eval_batch_size", self.eval_batch_size)
         if self.eval_max_batches is not None:

@@ -155,6 +155,41 @@ def test_batches_are_deterministic_and_resume_where_they_stopped(registered):
         ResumableBatches.restore(stopped.state(), BatchConfig(**{**config.__dict__, "seed": 4}))
 
 
+def test_input_shards_make_the_global_batches_independent_of_the_host_count(registered):
+    """K = 2 shards: one host reading both (rows of shard 0, then of shard 1) sees the batches that
+    two hosts reading one shard each see together, in host order; resuming keeps that."""
+    common = dict(mixture_or_task="onesearch_stage3", task_feature_lengths={"inputs": 64, "targets": 8}, seed=3,
+                  num_shards=2)  # fmt: skip
+    one_host = ResumableBatches(BatchConfig(**common, batch_size=4, num_host_shards=2))
+    hosts = [ResumableBatches(BatchConfig(**common, batch_size=2, shard_index=h)) for h in (0, 1)]
+    for _ in range(3):
+        whole, parts = next(one_host), [next(h) for h in hosts]
+        assert whole["encoder_input_tokens"].shape[0] == 4
+        for key in whole:
+            np.testing.assert_array_equal(whole[key], np.concatenate([p[key] for p in parts]))
+    assert not np.array_equal(parts[0]["encoder_input_tokens"], parts[1]["encoder_input_tokens"])
+    resumed = ResumableBatches.restore(one_host.state(), one_host.config)
+    np.testing.assert_array_equal(next(resumed)["decoder_target_tokens"],
+                                  np.concatenate([next(h)["decoder_target_tokens"] for h in hosts]))  # fmt: skip
+    # a stream saved before num_host_shards existed restores as one shard per host
+    old = one_host.state() | {"config": {k: v for k, v in hosts[0].state()["config"].items() if k != "num_host_shards"}}
+    assert ResumableBatches.restore(old, hosts[0].config).config.num_host_shards == 1
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"num_host_shards": 2, "shard_index": 1}, "num_host_shards 2 from shard 1 goes past the 2 shards"),
+        ({"num_host_shards": 2, "batch_size": 3}, "batch_size 3 does not split over its 2 shards"),
+        ({"num_host_shards": 2, "drop_remainder": False}, "several shards per host need drop_remainder"),
+    ],
+)
+def test_batch_config_checks_its_shards(change, message):
+    base = dict(mixture_or_task="t", task_feature_lengths={"inputs": 8}, batch_size=4, num_shards=2)
+    with pytest.raises(ValueError, match=message):
+        BatchConfig(**{**base, **change})
+
+
 def test_distill_batches_have_teacher_encoder_tokens(registered):
     config = BatchConfig(
         mixture_or_task="onesearch_personalized_distill", batch_size=2, feature_converter="encdec_teacher",

@@ -203,6 +203,8 @@ def test_bad_configurations_fail_before_anything_is_built(world_records, tmp_pat
         ({"batch_size": 0}, "batch_size must be an int >= 1"),
         ({"eval_tasks": [""]}, "eval_tasks must be task names"),
         ({"model_dir": ""}, "model_dir must be a non-empty path"),
+        ({"input_shards": 0}, "input_shards must be an int >= 1"),
+        ({"input_shards": 3}, "batch_size 8 does not split over its 3 input_shards"),
     ],
 )
 def test_train_config_is_validated(world_records, tmp_path, change, message):
