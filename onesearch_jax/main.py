@@ -402,6 +402,8 @@ def main(argv: Sequence[str]) -> int:
         names = ", ".join(" ".join(w) for w in COMMANDS)
         raise app.UsageError(f"unknown command {' '.join(args) or '(none)'}; commands: {names}")
     try:
+        if FLAGS.dry_run and words != ("train",):
+            raise ValueError(f"--dry_run is a train flag; {' '.join(words)} has none")
         parse_gin(FLAGS.gin_search_paths, FLAGS.gin_file, FLAGS.gin_bindings)
         _join_job(words)
         return COMMANDS[words](args[len(words) :])

@@ -49,3 +49,8 @@ def test_dry_run_refuses_a_device_count_the_config_does_not_fit(world_records, t
     assert run.returncode == 2
     assert "fsdp=16 x tensor=1 = 16 does not divide the 24 available devices" in run.stderr
     assert COMPILE_LOG not in run.stderr
+
+
+def test_dry_run_is_a_train_flag(tmp_path):
+    run = onesearch("eval", "--gin_file=gin/runs/sft.gin", "--dry_run")
+    assert run.returncode == 2 and "error: --dry_run is a train flag; eval has none" in run.stderr
