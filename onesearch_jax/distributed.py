@@ -48,11 +48,9 @@ class DistributedConfig:
             raise ValueError(f"process_id must be an int >= 0, got {index!r}")
         if count is not None and index is not None and index >= count:
             raise ValueError(f"process_id {index} is not below num_processes {count}")
-        given = [
-            name for name in ("coordinator_address", "num_processes", "process_id") if getattr(self, name) is not None
-        ]
-        if given and len(given) != 3:
-            missing = sorted({"coordinator_address", "num_processes", "process_id"} - set(given))
+        given = [name for name in FIELDS if getattr(self, name) is not None]
+        if given and len(given) != len(FIELDS):
+            missing = [name for name in FIELDS if name not in given]
             raise ValueError(f"{', '.join(given)} given without {', '.join(missing)}: give all three or none "
                              "(none: detected on Cloud TPU, SLURM, Open MPI and Kubernetes)")  # fmt: skip
 
@@ -69,6 +67,9 @@ class DistributedConfig:
             num_processes=None if values["JAX_NUM_PROCESSES"] is None else int(values["JAX_NUM_PROCESSES"]),
             process_id=None if values["JAX_PROCESS_ID"] is None else int(values["JAX_PROCESS_ID"]),
         )
+
+
+FIELDS = tuple(field.name for field in dataclasses.fields(DistributedConfig))
 
 
 def initialize(config: DistributedConfig) -> None:

@@ -367,22 +367,21 @@ COMMANDS: dict[tuple[str, ...], Callable[[Sequence[str]], int]] = {
 
 
 MULTIPROCESS_COMMANDS = (("train",), ("eval",), ("infer",))
-_PROCESS_FLAGS = ("coordinator_address", "num_processes", "process_id")
 
 
 def _join_job(words: tuple[str, ...]) -> None:
     """``jax.distributed.initialize`` when the flags or the environment describe a multi-process job."""
-    from onesearch_jax.distributed import DistributedConfig, initialize
+    from onesearch_jax.distributed import FIELDS, DistributedConfig, initialize  # the flags are named as FIELDS
 
-    flagged = FLAGS.multiprocess or any(FLAGS[name].present for name in _PROCESS_FLAGS)
+    flagged = FLAGS.multiprocess or any(FLAGS[name].present for name in FIELDS)
     if words not in MULTIPROCESS_COMMANDS:
         if flagged:
             raise ValueError(f"{' '.join(words)} runs in one process: --multiprocess and "
-                             f"--{', --'.join(_PROCESS_FLAGS)} are for train, eval and infer")  # fmt: skip
+                             f"--{', --'.join(FIELDS)} are for train, eval and infer")  # fmt: skip
         return
     environment = DistributedConfig.from_environment()
     config = DistributedConfig(**{name: FLAGS[name].value if FLAGS[name].present else getattr(environment, name)
-                                  for name in _PROCESS_FLAGS})  # fmt: skip
+                                  for name in FIELDS})  # fmt: skip
     if flagged or config != DistributedConfig():
         initialize(config)
 

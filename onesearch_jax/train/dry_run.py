@@ -119,12 +119,6 @@ def _largest_shard_bytes(tree: Any) -> int:
     return total
 
 
-def _abstract_batch(batch: Mapping[str, np.ndarray], sharding: Any) -> dict[str, jax.ShapeDtypeStruct]:
-    return {
-        name: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype, sharding=sharding) for name, x in batch.items()
-    }
-
-
 def _memory(compiled: Any, stages: tuple[str, ...], batch: Mapping[str, Any]) -> StepMemory:
     analysis = compiled.memory_analysis()
     cost = compiled.cost_analysis()
@@ -192,14 +186,14 @@ def dry_run(
         probe = dataclasses.replace(stream_config(setup, stage, index), batch_size=1, shuffle=False, shard_index=0,
                                     num_shards=1, num_host_shards=1)  # fmt: skip
         example = next(ResumableBatches(probe))
-        batch = {name: np.zeros((config.batch_size, *np.shape(x)[1:]), np.asarray(x).dtype)
-                 for name, x in example.items()}  # fmt: skip
-        if grpo is not None:
-            rollout = (batch["encoder_input_tokens"].shape[0], grpo.num_samples, tables.leaf_tokens.shape[1])
-            batch = {name: batch[name] for name in SFT_FEATURES}
-            batch.update({name: np.zeros(rollout, np.int32 if name == "rollout_tokens" else np.float32)
-                          for name in ROLLOUT_FEATURES})  # fmt: skip
-        abstract_batch = _abstract_batch(batch, batch_sharding)
+        features = {name: ((config.batch_size, *np.shape(x)[1:]), np.asarray(x).dtype) for name, x in example.items()}
+        if grpo is not None:  # the update program's batch: the SFT features and the scored rollouts
+            rollout = (config.batch_size, grpo.num_samples, tables.leaf_tokens.shape[1])
+            features = {name: features[name] for name in SFT_FEATURES}
+            features.update({name: (rollout, np.int32 if name == "rollout_tokens" else np.float32)
+                             for name in ROLLOUT_FEATURES})  # fmt: skip
+        abstract_batch = {name: jax.ShapeDtypeStruct(shape, dtype, sharding=batch_sharding)
+                          for name, (shape, dtype) in features.items()}  # fmt: skip
         key = tuple(sorted((name, x.shape, str(x.dtype)) for name, x in abstract_batch.items()))
         programs.setdefault(key, ([], abstract_batch))[0].append(stage.name)
     steps = []
