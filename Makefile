@@ -32,12 +32,10 @@ ifneq ($(JAX_EXTRA),)
 		"jax[$(JAX_EXTRA)]==$$(sed -n 's/^jax==//p' requirements-lock.txt)"
 endif
 
+# The whole pipeline on the default world, world to evaluation (onesearch_jax/pipeline/demo.py):
+# stages whose outputs are up to date are skipped, an interrupted training run resumes.
 demo: $(STAMP)
-	$(BIN)/onesearch world --output_dir=$(DEMO_DIR)/world --gin_file=gin/world/default.gin
-	$(BIN)/onesearch keywords $(DEMO_DIR)/world $(DEMO_DIR)/keywords.jsonl --gin_file=gin/understanding/default.gin
-	$(BIN)/onesearch build-sids $(DEMO_DIR)/world $(DEMO_DIR)/sids --gin_file=gin/sid/default.gin --compare
-	$(BIN)/onesearch data build-examples $(DEMO_DIR)/world $(DEMO_DIR)/examples --sids=$(DEMO_DIR)/sids \
-		--keywords=$(DEMO_DIR)/keywords.jsonl --gin_file=gin/examples/default.gin
+	$(BIN)/onesearch demo --output_dir=$(DEMO_DIR)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

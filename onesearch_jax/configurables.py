@@ -17,6 +17,7 @@ from onesearch_jax.evaluate.eval_config import EvalConfig
 from onesearch_jax.evaluate.segments import SegmentConfig
 from onesearch_jax.models.configs import T5Config
 from onesearch_jax.models.mesh_config import MeshConfig, standard_logical_axis_rules
+from onesearch_jax.pipeline.demo import DemoConfig
 from onesearch_jax.sid.build import SidBuildConfig
 from onesearch_jax.sid.embed import TfidfSvdConfig
 from onesearch_jax.sid.quantize import QuantizerConfig
@@ -97,6 +98,7 @@ ConfiguredSegments = gin.external_configurable(SegmentConfig, "SegmentConfig")
 ConfiguredAblation = gin.external_configurable(AblationConfig, "AblationConfig")
 ConfiguredAblationRow = gin.external_configurable(AblationRow, "AblationRow")
 ConfiguredAblationProbe = gin.external_configurable(AblationProbe, "AblationProbe")
+ConfiguredDemo = gin.external_configurable(DemoConfig, "DemoConfig")
 
 
 # The train loss (gin/runs/lr_esd.gin, gin/runs/grpo.gin): SFT's cross-entropy unless

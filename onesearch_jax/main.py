@@ -18,6 +18,8 @@ Usage::
         [--step=N | --all_steps | --watch] [--gin.EvalConfig.beam_size=64]
     onesearch infer --gin_file=gin/runs/sft.gin --gin_file=gin/runs/infer.gin --gin_file=gin/models/tiny.gin
         [--step=N] [--gin.InferConfig.inputs_file="'inputs.txt'"]
+    onesearch ablation --gin_file=gin/ablations/lr_esd.gin
+    onesearch demo [--output_dir=demo_output] [--gin.DemoConfig.ablation_gin="'gin/demo/ablation.gin'"]
 
 Multi-process jobs (TPU pods, GPU clusters, ``launch/multihost_local.sh``): every process runs the
 same ``train`` / ``eval`` / ``infer`` command with ``--multiprocess`` (the job detected from Cloud
@@ -36,9 +38,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import gin
 from absl import app, flags, logging
@@ -46,6 +50,7 @@ from absl import app, flags, logging
 from onesearch_jax.configurables import (
     ConfiguredAblation,
     ConfiguredCheckpoint,
+    ConfiguredDemo,
     ConfiguredEval,
     ConfiguredExamples,
     ConfiguredInfer,
@@ -82,7 +87,9 @@ FLAGS = flags.FLAGS
 flags.DEFINE_multi_string("gin_file", [], "gin files to parse, in order (T5X style).")
 flags.DEFINE_multi_string("gin_bindings", [], "gin bindings, applied after the files; --gin.NAME=VALUE is shorthand.")
 flags.DEFINE_list("gin_search_paths", ["."], "directories searched for --gin_file and gin includes.")
-flags.DEFINE_string("output_dir", None, "world: directory to write the world into.")
+flags.DEFINE_string(
+    "output_dir", None, "world: directory to write the world into; demo: its outputs (default demo_output)."
+)
 flags.DEFINE_bool("skip_invalid", False, "count and report invalid records instead of failing.")
 flags.DEFINE_bool("check_references", True, "validate: check ids across files (off for samples that do not join).")
 flags.DEFINE_string("report_json", None, "validate, keywords: also write the report as JSON to this file.")
@@ -339,6 +346,19 @@ def cmd_eval(args: Sequence[str]) -> int:
     return 0
 
 
+def cmd_demo(args: Sequence[str]) -> int:
+    """Runs the end-to-end pipeline (world to evaluation), skipping up-to-date stages; prints the ablation table."""
+    _expect(args, 0, "demo takes no positional arguments; set --output_dir (default demo_output)")
+    from onesearch_jax.pipeline.demo import DemoPaths, demo_report, demo_stages
+    from onesearch_jax.pipeline.stages import run_pipeline
+
+    paths = DemoPaths(Path(FLAGS.output_dir or "demo_output"))
+    start = time.monotonic()
+    results = run_pipeline(demo_stages(ConfiguredDemo(), paths), paths.stamps)
+    print(demo_report(paths, results, time.monotonic() - start), end="")
+    return 0
+
+
 def cmd_ablation(args: Sequence[str]) -> int:
     """Trains and evaluates every row x seed of an ablation not done yet, then writes its summary table."""
     _expect(args, 0, "ablation takes no positional arguments; configure it with --gin_file and --gin.NAME=VALUE")
@@ -363,6 +383,7 @@ COMMANDS: dict[tuple[str, ...], Callable[[Sequence[str]], int]] = {
     ("eval",): cmd_eval,
     ("infer",): cmd_infer,
     ("ablation",): cmd_ablation,
+    ("demo",): cmd_demo,
 }
 
 
@@ -409,6 +430,9 @@ def main(argv: Sequence[str]) -> int:
     except (RecordError, OSError, ValueError, SyntaxError) as e:  # gin: SyntaxError, ValueError
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except subprocess.CalledProcessError as e:  # ablation, demo: a command they ran failed (its output is above)
+        print(f"error: {' '.join(map(str, e.cmd))} exited with status {e.returncode}", file=sys.stderr)
+        return 1
 
 
 def _parse_flags(argv: list[str]) -> list[str]:

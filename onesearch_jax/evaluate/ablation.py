@@ -11,6 +11,10 @@ SFT's) start from the first row's checkpoint at that step, copied into their own
 directory with its checksums, instead of training the same steps again. The first row keeps every
 checkpoint (``CheckpointConfig.keep_last``) so that the branch step survives its run.
 
+Chained runs: a row with ``init_from`` is a run of its own whose parameters start from an earlier
+row's last checkpoint (``TrainConfig.init_checkpoint``), e.g. a TPMA-GRPO row after the SFT +
+LR-ESD policy it fine-tunes; rows thus chain SFT -> LR-ESD (branched) -> TPMA-GRPO (initialised).
+
 Probes: further ``onesearch eval`` runs of a finished run's last checkpoint with extra bindings,
 written to ``run/eval_<probe>/``; LR-ESD's probe decodes the teacher's (keyword-augmented) input,
 to check the method's premise that the teacher ranks better than the student. Adding a probe to a
@@ -30,12 +34,12 @@ import json
 import math
 import shutil
 import statistics
-import subprocess
-import sys
-from collections.abc import Callable, Mapping, Sequence
+import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from onesearch_jax.pipeline.stages import Runner, duration, run_onesearch
 from onesearch_jax.train.metrics_writer import read_metrics
 
 DONE_FILE = "ablation.json"
@@ -44,15 +48,29 @@ KEEP_ALL_CHECKPOINTS = 1000
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class AblationRow:
-    """One row: a name (a directory name), its gin files and its extra bindings."""
+    """One row: a name (a directory name), its gin files and its extra bindings.
+
+    Attributes:
+        name: the row's name and its runs' directory name.
+        gin_files: the row's gin files (before the ablation's common ones).
+        bindings: extra gin bindings of the row.
+        init_from: an earlier row whose last checkpoint initialises this row's parameters
+            (``TrainConfig.init_checkpoint``, same seed); empty: the row trains from scratch or
+            branches (``AblationConfig.branch_step``).
+        description: what the row adds, one line for the summary's legend (empty: none).
+    """
 
     name: str
     gin_files: Sequence[str]
     bindings: Sequence[str] = ()
+    init_from: str = ""
+    description: str = ""
 
     def __post_init__(self) -> None:
         if not self.name or not self.name.replace("_", "").replace("-", "").isalnum():
             raise ValueError(f"AblationRow.name must be letters, digits, '_' or '-', got {self.name!r}")
+        if self.init_from == self.name:
+            raise ValueError(f"AblationRow {self.name!r}: init_from names the row itself")
         if not self.gin_files:
             raise ValueError(f"AblationRow {self.name!r} needs at least one gin file")
         object.__setattr__(self, "gin_files", tuple(self.gin_files))
@@ -102,25 +120,26 @@ class AblationConfig:
         rows: the rows, baseline first.
         seeds: seeds run for every row.
         common_gin_files: gin files added after each row's own (e.g. the model size).
+        common_bindings: gin bindings added to every train and eval command before the row's own
+            (e.g. ``EXAMPLES_DIR='...'``).
         eval_gin_files: gin files added for the evaluation (``gin/runs/eval.gin``).
-        branch_step: rows after the first start from the first row's checkpoint at this step (0: every
-            row trains from scratch).
-        init_from_first_row: rows after the first are runs of their own that start from the first
-            row's last checkpoint (``TrainConfig.init_checkpoint``), e.g. TPMA-GRPO rows after the
-            LR-ESD policy they fine-tune; not with ``branch_step``.
+        branch_step: rows after the first that have no ``init_from`` start from the first row's
+            checkpoint at this step (0: they train from scratch).
         k: the K of the summary's HR@K and MRR@K (one of the evaluation's ``ks``).
         probes: further evaluations of each finished run (:class:`AblationProbe`).
+        progress_bar: show each training run's progress bar (``TrainConfig.progress_bar``).
     """
 
     root: str
     rows: Sequence[AblationRow]
     seeds: Sequence[int] = (0, 1, 2)
     common_gin_files: Sequence[str] = ("gin/models/tiny.gin",)
+    common_bindings: Sequence[str] = ()
     eval_gin_files: Sequence[str] = ("gin/runs/eval.gin",)
     branch_step: int = 0
-    init_from_first_row: bool = False
     k: int = 10
     probes: Sequence[AblationProbe] = ()
+    progress_bar: bool = False
 
     def __post_init__(self) -> None:
         if not self.root:
@@ -134,11 +153,10 @@ class AblationConfig:
             raise ValueError(f"AblationConfig.seeds must be distinct ints, got {self.seeds!r}")
         if not isinstance(self.branch_step, int) or self.branch_step < 0:
             raise ValueError(f"AblationConfig.branch_step must be an int >= 0, got {self.branch_step!r}")
-        if self.init_from_first_row and self.branch_step:
-            raise ValueError(
-                "AblationConfig: init_from_first_row and branch_step exclude each other (a row either continues "
-                "the first row's run or starts a run of its own from its last checkpoint)"
-            )
+        for index, row in enumerate(self.rows):
+            if row.init_from and row.init_from not in names[:index]:
+                raise ValueError(f"AblationRow {row.name!r}: init_from {row.init_from!r} is not an earlier row of "
+                                 f"the ablation (rows: {names})")  # fmt: skip
         if not isinstance(self.k, int) or self.k < 1:
             raise ValueError(f"AblationConfig.k must be an int >= 1, got {self.k!r}")
         probe_names = [probe.name for probe in self.probes]
@@ -148,12 +166,20 @@ class AblationConfig:
             unknown = sorted(set(probe.rows) - set(names))
             if unknown:
                 raise ValueError(f"AblationProbe {probe.name!r} names rows that are not in the ablation: {unknown}")
-        for name in ("rows", "seeds", "common_gin_files", "eval_gin_files", "probes"):
+        for name in ("rows", "seeds", "common_gin_files", "common_bindings", "eval_gin_files", "probes"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
 
     def run_dir(self, seed: int, row: AblationRow) -> Path:
         """``root/seed<S>/<row>``: the run's ``MODEL_DIR``."""
         return Path(self.root) / f"seed{seed}" / row.name
+
+    def row(self, name: str) -> AblationRow:
+        """The row called ``name``."""
+        return next(row for row in self.rows if row.name == name)
+
+    def branches(self, row: AblationRow) -> bool:
+        """Whether ``row`` starts from the first row's checkpoint at ``branch_step``."""
+        return bool(self.branch_step) and row != self.rows[0] and not row.init_from
 
 
 def _gin_args(files: Sequence[str], bindings: Sequence[str]) -> list[str]:
@@ -163,23 +189,25 @@ def _gin_args(files: Sequence[str], bindings: Sequence[str]) -> list[str]:
 def train_command(config: AblationConfig, seed: int, row: AblationRow) -> list[str]:
     """The ``onesearch train`` command line of one run."""
     bindings = [
+        *config.common_bindings,
         f"MODEL_DIR='{config.run_dir(seed, row)}'",
         f"TrainConfig.seed={seed}",
         f"TrainConfig.data_seed={seed}",
-        "TrainConfig.progress_bar=False",
+        f"TrainConfig.progress_bar={config.progress_bar}",
         *row.bindings,
     ]
     if config.branch_step and row == config.rows[0]:
         bindings.append(f"CheckpointConfig.keep_last={KEEP_ALL_CHECKPOINTS}")
-    if config.init_from_first_row and row != config.rows[0]:
-        bindings.append(f"TrainConfig.init_checkpoint='{config.run_dir(seed, config.rows[0]) / 'checkpoints'}'")
+    if row.init_from:
+        source = config.run_dir(seed, config.row(row.init_from)) / "checkpoints"
+        bindings.append(f"TrainConfig.init_checkpoint='{source}'")
     return ["onesearch", "train", *_gin_args((*row.gin_files, *config.common_gin_files), bindings)]
 
 
 def eval_command(config: AblationConfig, seed: int, row: AblationRow) -> list[str]:
     """The ``onesearch eval`` command line of one run (its latest checkpoint)."""
     files = (*row.gin_files, *config.eval_gin_files, *config.common_gin_files)
-    bindings = [f"MODEL_DIR='{config.run_dir(seed, row)}'", *row.bindings]
+    bindings = [*config.common_bindings, f"MODEL_DIR='{config.run_dir(seed, row)}'", *row.bindings]
     return ["onesearch", "eval", *_gin_args(files, bindings)]
 
 
@@ -194,13 +222,13 @@ def branch(config: AblationConfig, seed: int, row: AblationRow) -> Path | None:
     """Copies the first row's ``branch_step`` checkpoint into ``row``'s checkpoints (once).
 
     Returns:
-        The copied step directory, or None when there is nothing to copy (no branching, the first
-        row, or the run has checkpoints already).
+        The copied step directory, or None when there is nothing to copy (the row does not branch,
+        see :meth:`AblationConfig.branches`, or the run has checkpoints already).
 
     Raises:
         FileNotFoundError: the first row has no checkpoint at ``branch_step``.
     """
-    if not config.branch_step or row == config.rows[0]:
+    if not config.branches(row):
         return None
     target = config.run_dir(seed, row) / "checkpoints"
     if target.exists() and any(p.name.isdigit() for p in target.iterdir()):
@@ -257,16 +285,7 @@ def latest_metrics(run_dir: Path, eval_dir: str = "eval") -> tuple[int, dict[str
         return steps[-1], json.load(f)
 
 
-Runner = Callable[[list[str]], None]
-
-
-def _run(command: list[str]) -> None:
-    executable = str(Path(sys.executable).with_name(command[0]))
-    print("+ " + " ".join(command), flush=True)
-    subprocess.run([executable, *command[1:]], check=True)
-
-
-def run_ablation(config: AblationConfig, *, runner: Runner = _run) -> list[Path]:
+def run_ablation(config: AblationConfig, *, runner: Runner = run_onesearch) -> list[Path]:
     """Trains and evaluates every (seed, row) not done yet, seed by seed, rows in order, then its probes.
 
     A probe runs once per finished run: when ``<run>/eval_<probe>/`` holds the step that the run's
@@ -276,28 +295,36 @@ def run_ablation(config: AblationConfig, *, runner: Runner = _run) -> list[Path]
         The run directories and probe directories finished by this call.
     """
     finished = []
-    for seed in config.seeds:
-        for row in config.rows:
-            run_dir = config.run_dir(seed, row)
-            if not (run_dir / DONE_FILE).is_file():
-                branch(config, seed, row)
-                train = train_command(config, seed, row)
-                runner(train)
-                check_trained(run_dir)
-                runner(eval_command(config, seed, row))
-                step, _ = latest_metrics(run_dir)
-                record = {"row": row.name, "seed": seed, "eval_step": step, "train": train}
-                (run_dir / DONE_FILE).write_text(json.dumps(record, indent=2) + "\n")
-                finished.append(run_dir)
-            step = json.loads((run_dir / DONE_FILE).read_text())["eval_step"]
-            for probe in config.probes:
-                if probe.applies_to(row) and not (run_dir / probe.eval_dir / f"step_{step}" / "metrics.json").is_file():
-                    runner(probe_command(config, seed, row, probe, step))
-                    probed, _ = latest_metrics(run_dir, probe.eval_dir)
-                    if probed != step:
-                        raise RuntimeError(f"{run_dir / probe.eval_dir}: the probe evaluated step {probed}, not the "
-                                           f"run's evaluated step {step}")  # fmt: skip
-                    finished.append(run_dir / probe.eval_dir)
+    runs = [(seed, index, row) for seed in config.seeds for index, row in enumerate(config.rows)]
+    for number, (seed, index, row) in enumerate(runs, 1):
+        run_dir = config.run_dir(seed, row)
+        where = f"ablation run {number}/{len(runs)}, seed {seed}, row {index + 1}/{len(config.rows)} {row.name!r}"
+        if (run_dir / DONE_FILE).is_file():
+            print(f"{where}: done before, skipped ({run_dir / DONE_FILE})", flush=True)
+        else:
+            start = time.monotonic()
+            print(f"{where}: training into {run_dir}", flush=True)
+            branch(config, seed, row)
+            train = train_command(config, seed, row)
+            runner(train)
+            step = check_trained(run_dir)
+            print(f"{where}: trained to step {step}; evaluating it", flush=True)
+            runner(eval_command(config, seed, row))
+            step, _ = latest_metrics(run_dir)
+            record = {"row": row.name, "seed": seed, "eval_step": step, "train": train}
+            (run_dir / DONE_FILE).write_text(json.dumps(record, indent=2) + "\n")
+            finished.append(run_dir)
+            print(f"{where}: done in {duration(time.monotonic() - start)}", flush=True)
+        step = json.loads((run_dir / DONE_FILE).read_text())["eval_step"]
+        for probe in config.probes:
+            if probe.applies_to(row) and not (run_dir / probe.eval_dir / f"step_{step}" / "metrics.json").is_file():
+                print(f"{where}: probe {probe.name!r} evaluates step {step}", flush=True)
+                runner(probe_command(config, seed, row, probe, step))
+                probed, _ = latest_metrics(run_dir, probe.eval_dir)
+                if probed != step:
+                    raise RuntimeError(f"{run_dir / probe.eval_dir}: the probe evaluated step {probed}, not the "
+                                       f"run's evaluated step {step}")  # fmt: skip
+                finished.append(run_dir / probe.eval_dir)
     return finished
 
 
@@ -378,21 +405,26 @@ def _finished(config: AblationConfig, row: AblationRow, eval_dir: str = "eval") 
 
 
 def _stats(runs: Sequence[Mapping[str, Any]], k: int) -> dict[str, Any]:
-    """Seeds, headline metrics, validation CE and segments of one row's runs (mean and std over them)."""
+    """Seeds, headline metrics, validation CE, segments and (when evaluated) the valid-SID rate of
+    unconstrained top-1 decoding of one row's runs (mean and std over them)."""
     overall = {
         truth: {m: _mean_std([_headline(r, truth, m, k) for r in runs]) for m in ("hr", "mrr")}
         for truth in ("click", "order")
     }
-    return {"seeds": len(runs), "overall": overall, "validation_ce": _validation_ce(runs),
-            "segments": _segments(runs, k)}  # fmt: skip
+    stats = {"seeds": len(runs), "overall": overall, "validation_ce": _validation_ce(runs),
+             "segments": _segments(runs, k)}  # fmt: skip
+    if all(run.get("valid_sid_rate") for run in runs):
+        stats["valid_sid_top1"] = _mean_std([float(run["valid_sid_rate"]["top1"]) for run in runs])
+    return stats
 
 
 def summarise_ablation(config: AblationConfig) -> dict[str, Any]:
     """Mean and sample std over the finished seeds of each row's headline metrics and segments.
 
     Per row: ``overall[truth][metric]`` for truth click/order and metric ``hr``/``mrr`` (@K);
-    ``delta[truth][metric]``, the difference from the baseline (first) row of the same seed, over
-    the seeds where both are finished (absent for the baseline); ``validation_ce[task]``, the
+    ``description`` (when the row has one); ``delta[truth][metric]``, the difference from the
+    baseline (first) row of the same seed, over the seeds where both are finished (absent for the
+    baseline); ``validation_ce[task]``, the
     teacher-forced cross-entropy of each evaluation task; ``segments[family][segment][truth]`` =
     HR@K with ``segments[family][segment]["counts"]`` = the segment's test sessions and those with a
     click and with an order (the test split is the same for every seed). Per probe and row:
@@ -410,6 +442,8 @@ def summarise_ablation(config: AblationConfig) -> dict[str, Any]:
         if not runs:
             continue
         rows[row.name] = _stats(runs, k)
+        if row.description:
+            rows[row.name]["description"] = row.description
         gaps = [gap for seed in by_seed if (gap := train_teacher_gap(config.run_dir(seed, row))) is not None]
         if gaps:
             rows[row.name]["train_teacher_gap"] = _mean_std(gaps)
@@ -455,27 +489,34 @@ def _segment_counts(segment: Mapping[str, Any]) -> dict[str, int]:
 
 
 def _cell(stat: Mapping[str, float], signed: bool = False) -> str:
+    """``mean ± std``, or the value alone when it comes from one seed."""
     if math.isnan(stat["mean"]):
         return "n/a"
-    return f"{stat['mean']:+.4f} ± {stat['std']:.4f}" if signed else f"{stat['mean']:.4f} ± {stat['std']:.4f}"
+    mean = f"{stat['mean']:+.4f}" if signed else f"{stat['mean']:.4f}"
+    return mean if stat.get("n", 2) == 1 else f"{mean} ± {stat['std']:.4f}"
 
 
 def _ce_tasks(rows: Mapping[str, Any]) -> list[str]:
     return sorted({task for row in rows.values() for task in row["validation_ce"]})
 
 
-def summary_markdown(summary: Mapping[str, Any]) -> str:
-    """The summary as Markdown: the headline table, the probes, then click and order HR@K per segment."""
+def headline_markdown(summary: Mapping[str, Any]) -> str:
+    """The headline table of the summary (with BM25 beside) and the probes' tables, as Markdown."""
     k, rows = summary["k"], summary["rows"]
     tasks = _ce_tasks(rows)
     heads = [f"{t} {m.upper()}@{k}" for t in ("click", "order") for m in ("hr", "mrr")]
     heads += [f"{t} HR@{k} - baseline" for t in ("click", "order")] + [f"CE {task}" for task in tasks]
+    valid = any("valid_sid_top1" in row for row in rows.values())
+    heads += ["valid-SID top-1"] if valid else []
     gap = any("train_teacher_gap" in row for row in rows.values())
     heads += ["teacher_ce - student_ce (train)"] if gap else []
+    spread = ("One seed per row" if all(row["seeds"] == 1 for row in rows.values())
+              else "Mean ± sample std over seeds")  # fmt: skip
     lines = [
-        "Mean ± sample std over seeds; '- baseline' is the difference from the first row of the same seed (paired). "
-        "CE: teacher-forced cross-entropy on the validation split; teacher_ce - student_ce: the mean gap over the "
-        "logged train steps of a distillation run.",
+        f"{spread}; '- baseline' is the difference from the first row of the same seed (paired). "
+        "CE: teacher-forced cross-entropy on the validation split; valid-SID top-1: the share of unconstrained "
+        "top-1 SIDs that are items; teacher_ce - student_ce: the mean gap over the logged train steps of a "
+        "distillation run.",
         "",
         "| row | seeds | " + " | ".join(heads) + " |",
         "|---|---|" + "---|" * len(heads),
@@ -484,10 +525,14 @@ def summary_markdown(summary: Mapping[str, Any]) -> str:
         cells = [_cell(row["overall"][t][m]) for t in ("click", "order") for m in ("hr", "mrr")]
         cells += [_cell(row["delta"][t]["hr"], signed=True) if "delta" in row else "-" for t in ("click", "order")]
         cells += [_cell(row["validation_ce"][task]) if task in row["validation_ce"] else "n/a" for task in tasks]
+        if valid:
+            cells.append(_cell(row["valid_sid_top1"]) if "valid_sid_top1" in row else "n/a")
         if gap:
             cells.append(_cell(row["train_teacher_gap"], signed=True) if "train_teacher_gap" in row else "-")
         lines.append(f"| {name} | {row['seeds']} | " + " | ".join(cells) + " |")
     lines += _bm25_line(summary.get("bm25"), k, "the same queries")
+    legend = [f"- {name}: {row['description']}" for name, row in rows.items() if row.get("description")]
+    lines += ["", "Rows:", *legend] if legend else []
     for probe_name, probe in summary.get("probes", {}).items():
         if not probe["rows"]:
             continue
@@ -504,10 +549,15 @@ def summary_markdown(summary: Mapping[str, Any]) -> str:
                       for task in probe_tasks]  # fmt: skip
             lines.append(f"| {name} | {row['seeds']} | " + " | ".join(cells) + " |")
         lines += _bm25_line(probe.get("bm25"), k, f"the same queries, probe `{probe_name}`")
-    lines += _segment_tables(rows, k, "")
-    for probe_name, probe in summary.get("probes", {}).items():
-        lines += _segment_tables(probe["rows"], k, f"probe `{probe_name}`: ")
     return "\n".join(lines) + "\n"
+
+
+def summary_markdown(summary: Mapping[str, Any]) -> str:
+    """The summary as Markdown: :func:`headline_markdown`, then click and order HR@K per segment."""
+    lines = _segment_tables(summary["rows"], summary["k"], "")
+    for probe_name, probe in summary.get("probes", {}).items():
+        lines += _segment_tables(probe["rows"], summary["k"], f"probe `{probe_name}`: ")
+    return headline_markdown(summary) + "".join(line + "\n" for line in lines)
 
 
 def _segment_tables(rows: Mapping[str, Any], k: int, title: str) -> list[str]:

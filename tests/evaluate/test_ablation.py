@@ -20,6 +20,7 @@ from onesearch_jax.evaluate.ablation import (
     AblationConfig,
     AblationProbe,
     AblationRow,
+    branch,
     eval_command,
     probe_command,
     run_ablation,
@@ -122,6 +123,53 @@ def test_rows_branch_from_the_baseline_checkpoint_and_finished_runs_are_skipped(
     assert run_ablation(config, runner=FakeRunner(values)) == []
     done = json.loads((tmp_path / "seed1" / "plus" / DONE_FILE).read_text())
     assert done["eval_step"] == 600 and done["seed"] == 1
+
+
+def test_a_row_with_init_from_starts_from_that_rows_last_checkpoint_and_does_not_branch(tmp_path):
+    rl = AblationRow(name="rl", gin_files=["gin/runs/grpo.gin"], init_from="plus")
+    config = AblationConfig(root=str(tmp_path), rows=(*ROWS, rl), seeds=(0,), branch_step=400,
+                            common_bindings=["EXAMPLES_DIR='/data/examples'"], progress_bar=True)  # fmt: skip
+    command = train_command(config, 0, rl)
+    assert f"--gin.TrainConfig.init_checkpoint='{tmp_path}/seed0/plus/checkpoints'" in command
+    assert not any("init_checkpoint" in arg for arg in train_command(config, 0, ROWS[1]))
+    # common bindings come first (a row's own bindings override them), in train and eval alike
+    assert command[command.index("--gin_file=gin/models/tiny.gin") + 1] == "--gin.EXAMPLES_DIR='/data/examples'"
+    assert "--gin.EXAMPLES_DIR='/data/examples'" in eval_command(config, 0, rl)
+    assert "--gin.TrainConfig.progress_bar=True" in command
+    values = {(0, r): (0.3, 0.1, 0.2) for r in ("base", "plus", "rl")}
+    runner = FakeRunner(values)
+    run_ablation(config, runner=runner)
+    assert [(c[1], c[3]) for c in runner.commands] == [
+        ("train", "--gin_file=gin/models/tiny.gin"), ("eval", "--gin_file=gin/runs/eval.gin"),
+        ("train", "--gin_file=gin/models/tiny.gin"), ("eval", "--gin_file=gin/runs/eval.gin"),
+        ("train", "--gin_file=gin/models/tiny.gin"), ("eval", "--gin_file=gin/runs/eval.gin"),
+    ]  # fmt: skip
+    assert config.branches(ROWS[1]) and not config.branches(rl) and not config.branches(ROWS[0])
+    assert branch(config, 0, rl) is None
+
+
+def test_a_one_seed_summary_shows_values_without_a_spread_and_the_valid_sid_rate(tmp_path):
+    values = {(0, "base"): (0.30, 0.15, 0.2), (0, "plus"): (0.40, 0.20, 0.2)}
+
+    class WithValidRate(FakeRunner):
+        def __call__(self, command: list[str]) -> None:
+            super().__call__(command)
+            if command[1] == "eval":
+                for path in tmp_path.glob("seed0/*/eval/step_600/metrics.json"):
+                    metrics = json.loads(path.read_text())
+                    metrics["valid_sid_rate"] = {"top1": 0.75 if path.parts[-4] == "plus" else 1.0, "all": 0.5}
+                    path.write_text(json.dumps(metrics))
+
+    described = (ROWS[0], AblationRow(name="plus", gin_files=["gin/runs/lr_esd.gin"], description="+ the KL term"))
+    config = AblationConfig(root=str(tmp_path), rows=described, seeds=(0,))
+    run_ablation(config, runner=WithValidRate(values))
+    summary = summarise_ablation(config)
+    assert summary["rows"]["plus"]["valid_sid_top1"]["mean"] == pytest.approx(0.75)
+    table = summary_markdown(summary)
+    assert table.startswith("One seed per row;")
+    assert "\nRows:\n- plus: + the KL term\n" in table and "- base:" not in table
+    assert "| valid-SID top-1 |" in table.splitlines()[2]
+    assert "| plus | 1 | 0.4000 | 0.2000 | 0.2000 | 0.1000 | +0.1000 | +0.0500 | 1.5000 | 0.7500 |" in table
 
 
 def test_a_run_stopped_short_of_its_last_step_is_not_evaluated(tmp_path):
@@ -285,6 +333,10 @@ def test_config_is_validated():
         AblationProbe(name="p", bindings=["EvalConfig.output_dir='/tmp/x'"])
     with pytest.raises(ValueError, match="needs at least one binding"):
         AblationProbe(name="p", bindings=[])
+    with pytest.raises(ValueError, match=r"AblationRow 'base': init_from 'plus' is not an earlier row"):
+        AblationConfig(root="x", rows=(AblationRow(name="base", gin_files=["a.gin"], init_from="plus"), ROWS[1]))
+    with pytest.raises(ValueError, match="init_from names the row itself"):
+        AblationRow(name="a", gin_files=["a.gin"], init_from="a")
 
 
 @pytest.fixture
@@ -311,3 +363,12 @@ def test_lr_esd_ablation_gin_has_the_papers_rows(clean_gin):
     train = configurables.ConfiguredTrain()
     assert sum(stage.num_steps for stage in train.stages[:2]) == 600
     assert 600 % gin.query_parameter("CheckpointConfig.save_every_steps") == 0
+
+
+def test_grpo_ablation_gin_starts_both_rl_rows_from_the_lr_esd_policy(clean_gin):
+    parse_gin([], ["gin/ablations/grpo.gin"], [])
+    config = configurables.ConfiguredAblation()
+    assert [(r.name, r.init_from) for r in config.rows] == [
+        ("lr_esd", ""), ("plain_grpo", "lr_esd"), ("tpma_grpo", "lr_esd"),
+    ]  # fmt: skip
+    assert not any(config.branches(row) for row in config.rows)
