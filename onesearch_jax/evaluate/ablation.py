@@ -328,11 +328,16 @@ def run_ablation(config: AblationConfig, *, runner: Runner = run_onesearch) -> l
     return finished
 
 
-def _mean_std(values: Sequence[float]) -> dict[str, float]:
+def _mean_std(values: Sequence[float | None]) -> dict[str, float]:
+    """Mean, sample std and count of the values that are defined (an evaluation reports a metric with
+    no session to average over, e.g. order HR@K of a segment without an order, as None); NaN when none is."""
+    defined = [v for v in values if v is not None and not math.isnan(v)]
+    if not defined:
+        return {"mean": math.nan, "std": math.nan, "n": 0}
     return {
-        "mean": statistics.fmean(values),
-        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-        "n": len(values),
+        "mean": statistics.fmean(defined),
+        "std": statistics.stdev(defined) if len(defined) > 1 else 0.0,
+        "n": len(defined),
     }
 
 
@@ -370,7 +375,8 @@ def _segments(runs: Sequence[Mapping[str, Any]], k: int) -> dict[str, Any]:
 
 
 def _headline(run: Mapping[str, Any], truth: str, metric: str, k: int) -> float:
-    return float(run["overall"]["model"][truth][f"{metric}@{k}"])
+    value = run["overall"]["model"][truth][f"{metric}@{k}"]
+    return math.nan if value is None else float(value)
 
 
 def _validation_ce(runs: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float]]:

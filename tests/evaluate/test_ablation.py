@@ -372,3 +372,22 @@ def test_grpo_ablation_gin_starts_both_rl_rows_from_the_lr_esd_policy(clean_gin)
         ("lr_esd", ""), ("plain_grpo", "lr_esd"), ("tpma_grpo", "lr_esd"),
     ]  # fmt: skip
     assert not any(config.branches(row) for row in config.rows)
+
+
+def test_a_metric_an_evaluation_could_not_compute_is_n_a_in_the_summary(tmp_path):
+    """A segment without an order has order HR@K None in metrics.json: the summary says n/a, and goes on."""
+    values = {(s, r): (0.3 + 0.1 * s, 0.1, 0.2) for s in (0, 1) for r in ("base", "plus")}
+
+    class NoOrders(FakeRunner):
+        def __call__(self, command: list[str]) -> None:
+            super().__call__(command)
+            for path in tmp_path.glob("seed*/*/eval/step_600/metrics.json"):
+                metrics = json.loads(path.read_text())
+                metrics["segments"]["query_type"]["ambiguous"]["model"]["order"]["hr@10"] = None
+                path.write_text(json.dumps(metrics))
+
+    config = AblationConfig(root=str(tmp_path), rows=ROWS, seeds=(0, 1))
+    run_ablation(config, runner=NoOrders(values))
+    ambiguous = summarise_ablation(config)["rows"]["base"]["segments"]["query_type"]["ambiguous"]
+    assert ambiguous["click"]["mean"] == pytest.approx(0.2) and ambiguous["order"]["n"] == 0
+    assert "| base | 0.2000 ± 0.0000 / n/a |" in summary_markdown(summarise_ablation(config))

@@ -105,7 +105,9 @@ def test_the_demo_runs_end_to_end_on_a_small_world_and_a_rerun_skips_every_stage
         "stage1/StageConfig.num_steps = 8\nstage2/StageConfig.num_steps = 8\nstage3/StageConfig.num_steps = 8\n"
         "grpo/StageConfig.num_steps = 4\nTrainConfig.batch_size = 8\nTrainConfig.eval_max_batches = 2\n"
         "TrainConfig.eval_batch_size = 8\nCheckpointConfig.save_every_steps = 8\nEvalConfig.max_queries = 24\n"
-        "EvalConfig.plots = False\nGrpoConfig.num_samples = 4\n"
+        "EvalConfig.plots = False\nGrpoConfig.num_samples = 4\nOptimizerConfig.warmup_steps = 2\n"
+        "stage1/StageConfig.task_feature_lengths = {'inputs': 64, 'targets': 64}\n"
+        "stage2/StageConfig.task_feature_lengths = {'inputs': 64, 'targets': 64}\n"
     )
     (gin_dir / "ablation.gin").write_text(
         "include 'gin/demo/ablation.gin'\nAblationConfig.branch_step = 16\nAblationConfig.progress_bar = False\n"
