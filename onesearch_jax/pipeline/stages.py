@@ -2,17 +2,19 @@
 
 Each :class:`Stage` is one command and the paths it writes. When it succeeds, its stamp
 (``<stamp_dir>/<name>.json``) records its fingerprint: a SHA-256 over its command line, the
-contents of the gin files it reads and the fingerprint of the stage before it. The stages form a
-chain, as the data flow of ``../shared/DESIGN.md`` does (world -> keywords -> SIDs -> records ->
-training -> evaluation), so a change anywhere upstream puts every later stage out of date. A gin
-file's contents include every gin file it names (``include 'x.gin'``, an ablation row's
-``gin_files``), followed recursively. The package's own code is not fingerprinted: after changing
-it, delete the stamps (or ``make clean``).
+contents of the gin files it reads and the stamp of the stage before it (that stage's fingerprint
+and the id of the run that made its outputs). The stages form a chain, as the data flow of
+``../shared/DESIGN.md`` does (world -> keywords -> SIDs -> records -> training -> evaluation), so
+a change anywhere upstream, or an upstream stage that ran again, puts every later stage out of
+date. A gin file's contents include every gin file it names (``include 'x.gin'``, an ablation
+row's ``gin_files``), followed recursively. The package's own code is not fingerprinted: after
+changing it, delete the stamps (or ``make clean``).
 
 A stage whose stamp matches and whose outputs all exist is skipped. Any other stage runs, after its
-outputs are removed, unless it is ``resumable`` and its previous attempt had the same fingerprint:
-then it runs over them (``onesearch ablation`` skips its finished runs and training resumes from
-its checkpoints), so an interrupted pipeline loses no finished work.
+outputs are removed, unless it is ``resumable`` and its previous attempt (interrupted, or finished
+with an output since deleted) had the same fingerprint: then it runs over them (``onesearch
+ablation`` skips its finished runs and training resumes from its checkpoints), so an interrupted
+pipeline loses no finished work.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import shutil
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
@@ -101,7 +104,8 @@ def gin_closure(names: Iterable[str]) -> dict[str, bytes]:
 
 
 def fingerprint(stage: Stage, upstream: str) -> str:
-    """SHA-256 of the stage's command, the contents of its gin files (closure) and ``upstream``."""
+    """SHA-256 of the stage's command, the contents of its gin files (closure) and ``upstream`` (the
+    previous stage's fingerprint and run id)."""
     digest = hashlib.sha256()
     digest.update(json.dumps({"command": list(stage.command), "upstream": upstream}).encode())
     for name, data in sorted(gin_closure(stage.gin_files).items()):
@@ -181,18 +185,20 @@ def run_pipeline(
         label = f"[{number}/{len(stages)}] {stage.name}"
         stamp_path = Path(stamp_dir) / f"{stage.name}.json"
         stamp = _read_stamp(stamp_path)
-        upstream = fingerprint(stage, upstream)
+        current = fingerprint(stage, upstream)
         outputs = [Path(p) for p in stage.outputs]
-        if stamp.get("fingerprint") == upstream and stamp.get("status") == "done" and all(p.exists() for p in outputs):
+        done = stamp.get("fingerprint") == current and stamp.get("status") == "done" and "run_id" in stamp
+        if done and all(p.exists() for p in outputs):
             print(f"{label}: up to date, skipped (ran {stamp['finished']} in {duration(stamp['seconds'])})", flush=True)
             results.append(StageResult(name=stage.name, ran=False, seconds=0.0))
+            upstream = f"{current}:{stamp['run_id']}"
             continue
-        resume = stage.resumable and stamp.get("fingerprint") == upstream and stamp.get("status") == "running"
+        resume = stage.resumable and stamp.get("fingerprint") == current  # interrupted, or an output deleted
         if not resume:
             for path in outputs:
                 _remove(path)
         print(f"{label}: {stage.title}{' (resuming)' if resume else ''}", flush=True)
-        record = {"stage": stage.name, "fingerprint": upstream, "command": list(stage.command), "status": "running"}
+        record = {"stage": stage.name, "fingerprint": current, "command": list(stage.command), "status": "running"}
         _write_stamp(stamp_path, record)
         start = time.monotonic()
         try:
@@ -205,7 +211,10 @@ def run_pipeline(
             raise RuntimeError(f"stage {stage.name!r} finished without writing {missing}")
         seconds = time.monotonic() - start
         finished = datetime.datetime.now().isoformat(timespec="seconds")
-        _write_stamp(stamp_path, {**record, "status": "done", "finished": finished, "seconds": seconds})
+        run_id = uuid.uuid4().hex
+        _write_stamp(stamp_path, {**record, "status": "done", "finished": finished, "seconds": seconds,
+                                  "run_id": run_id})  # fmt: skip
         print(f"{label}: done in {duration(seconds)}", flush=True)
         results.append(StageResult(name=stage.name, ran=True, seconds=seconds))
+        upstream = f"{current}:{run_id}"
     return results

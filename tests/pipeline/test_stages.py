@@ -77,12 +77,16 @@ def test_a_changed_gin_file_reruns_its_stage_and_every_later_one_from_clean_outp
     assert len((tmp_path / "out" / "world").read_text().splitlines()) == 1
 
 
-def test_a_changed_command_or_a_missing_output_reruns_the_stage(gin_files, tmp_path):
+def test_a_changed_command_or_a_missing_output_reruns_the_stage_and_those_after_it(gin_files, tmp_path):
     run_pipeline(_stages(tmp_path), tmp_path / "stamps", runner=FakeOnesearch())
     (tmp_path / "out" / "train").unlink()
     fake = FakeOnesearch()
     run_pipeline(_stages(tmp_path), tmp_path / "stamps", runner=fake)
     assert fake.ran == ["train"]
+    (tmp_path / "out" / "world").unlink()  # made again: what was built from it is out of date
+    fake = FakeOnesearch()
+    run_pipeline(_stages(tmp_path), tmp_path / "stamps", runner=fake)
+    assert fake.ran == ["world", "sids", "train"]
     stages = _stages(tmp_path)
     stages[1] = Stage(name="sids", title="x", command=[*stages[1].command, "--compare"], outputs=stages[1].outputs)
     fake = FakeOnesearch()
