@@ -110,7 +110,7 @@ def demo_stages(config: DemoConfig, paths: DemoPaths) -> list[Stage]:
         Stage(name="ablation", title="train and evaluate the V1-style SFT baseline and each V2 component",
               command=["onesearch", "ablation", f"--gin_file={config.ablation_gin}",
                        f"--gin.AblationConfig.root='{paths.runs}'", f"--gin.AblationConfig.common_bindings={bindings}"],
-              outputs=[str(paths.runs / "summary.json")], resumable=True),
+              outputs=[str(paths.runs), str(paths.runs / "summary.json")], resumable=True),
     ]  # fmt: skip
 
 

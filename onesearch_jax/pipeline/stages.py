@@ -173,12 +173,15 @@ def run_pipeline(
 
     Raises:
         ValueError: two stages share a name.
+        FileNotFoundError: a stage's gin file does not exist (before any stage runs).
         Exception: whatever the runner raised for the failing stage (its stamp stays "running";
             the stages before it keep theirs, so a rerun starts at it).
     """
     names = [stage.name for stage in stages]
     if len(set(names)) != len(names):
         raise ValueError(f"pipeline stages must have distinct names, got {names}")
+    for stage in stages:  # a missing gin file stops the pipeline before its first stage, not at its own
+        gin_closure(stage.gin_files)
     results = []
     upstream = ""
     for number, stage in enumerate(stages, 1):

@@ -37,6 +37,9 @@ def test_the_stages_follow_the_data_flow_and_the_runs_read_the_demos_records(tmp
     assert examples[:5] == ("onesearch", "data", "build-examples", str(paths.world), str(paths.examples))
     assert f"--sids={paths.sids}" in examples and f"--keywords={paths.keywords}" in examples
     assert set(stages[3].outputs) == {str(paths.examples), str(paths.vocab)}
+    # every run is an output of the ablation stage: a changed configuration removes them all, or the
+    # ablation driver would skip its finished (stale) runs
+    assert stages[4].outputs == (str(paths.runs), str(paths.runs / "summary.json"))
     # the ablation command's bindings parse, and point every run at the demo's records
     ablation = stages[4].command
     files = [a.removeprefix("--gin_file=") for a in ablation if a.startswith("--gin_file=")]
@@ -80,6 +83,15 @@ def test_the_report_shows_the_table_and_where_the_checkpoints_reports_and_plots_
     assert f"{paths.runs / 'seed0' / 'lr_esd' / 'eval' / 'step_600'} (metrics.md)" in report
     assert f"tensorboard --logdir {paths.runs}" in report
     assert report.index("seed0/sft checkpoints") < report.index("seed0/lr_esd checkpoints")  # the rows' order
+
+
+def test_a_missing_gin_file_stops_the_demo_with_one_error_line_before_any_stage_runs(tmp_path):
+    command = [sys.executable, "-m", "onesearch_jax.main", "demo", f"--output_dir={tmp_path / 'demo'}",
+               "--gin.DemoConfig.sid_gin='no/such.gin'"]  # fmt: skip
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("error: gin file 'no/such.gin': not found")
+    assert "[1/5]" not in result.stdout and not (tmp_path / "demo" / "world").exists()
 
 
 def test_demo_config_is_validated():
