@@ -66,6 +66,16 @@ def world_records(small_world, tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture
+def clean_gin():
+    """An empty gin configuration for the test, and none left behind."""
+    import gin
+
+    gin.clear_config()
+    yield
+    gin.clear_config()
+
+
 def pytest_configure(config):
     """The suite runs jax with the XLA flags the ``onesearch`` command sets."""
     apply_xla_defaults()

@@ -430,13 +430,12 @@ def summarise_ablation(config: AblationConfig) -> dict[str, Any]:
     Per row: ``overall[truth][metric]`` for truth click/order and metric ``hr``/``mrr`` (@K);
     ``description`` (when the row has one); ``delta[truth][metric]``, the difference from the
     baseline (first) row of the same seed, over the seeds where both are finished (absent for the
-    baseline); ``validation_ce[task]``, the
-    teacher-forced cross-entropy of each evaluation task; ``segments[family][segment][truth]`` =
-    HR@K with ``segments[family][segment]["counts"]`` = the segment's test sessions and those with a
-    click and with an order (the test split is the same for every seed). Per probe and row:
-    ``overall``, ``validation_ce`` and ``delta`` (the probe minus the row's own evaluation, per
-    seed). ``train_teacher_gap``: :func:`train_teacher_gap` over seeds, for rows that log both
-    cross-entropies. Rows with no finished seed are left out.
+    baseline); ``validation_ce[task]``, the teacher-forced cross-entropy of each evaluation task;
+    ``segments[family][segment][truth]`` = HR@K with ``segments[family][segment]["counts"]`` = the
+    segment's test sessions and those with a click and with an order (the test split is the same
+    for every seed). Per probe and row: ``overall``, ``validation_ce`` and ``delta`` (the probe
+    minus the row's own evaluation, per seed). ``train_teacher_gap``: :func:`train_teacher_gap`
+    over seeds, for rows that log both cross-entropies. Rows with no finished seed are left out.
     """
     k = config.k
     rows: dict[str, Any] = {}

@@ -22,7 +22,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-from onesearch_jax.evaluate.ablation import headline_markdown
+from onesearch_jax.evaluate.ablation import headline_markdown, latest_metrics
 from onesearch_jax.pipeline.stages import Stage, StageResult, duration
 
 
@@ -115,9 +115,11 @@ def demo_stages(config: DemoConfig, paths: DemoPaths) -> list[Stage]:
 
 
 def _latest_eval(run_dir: Path) -> Path | None:
-    steps = sorted((p for p in (run_dir / "eval").glob("step_*") if p.name.removeprefix("step_").isdigit()),
-                   key=lambda p: int(p.name.removeprefix("step_")))  # fmt: skip
-    return steps[-1] if steps else None
+    """``run_dir/eval/step_<N>`` of the run's latest evaluated step, or None."""
+    try:
+        return run_dir / "eval" / f"step_{latest_metrics(run_dir)[0]}"
+    except FileNotFoundError:
+        return None
 
 
 def demo_report(paths: DemoPaths, results: list[StageResult], seconds: float) -> str:

@@ -32,6 +32,7 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
+from onesearch_jax.evaluate.report import write_json
 from onesearch_jax.gin_utils import PROJECT_ROOT
 
 Runner = Callable[[Sequence[str]], None]
@@ -156,13 +157,6 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
-def _write_stamp(path: Path, record: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(record, indent=2) + "\n")
-    temporary.replace(path)
-
-
 def run_pipeline(
     stages: Sequence[Stage], stamp_dir: str | Path, *, runner: Runner = run_onesearch
 ) -> list[StageResult]:
@@ -182,6 +176,7 @@ def run_pipeline(
         raise ValueError(f"pipeline stages must have distinct names, got {names}")
     for stage in stages:  # a missing gin file stops the pipeline before its first stage, not at its own
         gin_closure(stage.gin_files)
+    Path(stamp_dir).mkdir(parents=True, exist_ok=True)
     results = []
     upstream = ""
     for number, stage in enumerate(stages, 1):
@@ -202,7 +197,7 @@ def run_pipeline(
                 _remove(path)
         print(f"{label}: {stage.title}{' (resuming)' if resume else ''}", flush=True)
         record = {"stage": stage.name, "fingerprint": current, "command": list(stage.command), "status": "running"}
-        _write_stamp(stamp_path, record)
+        write_json(stamp_path, record)
         start = time.monotonic()
         try:
             runner(stage.command)
@@ -215,8 +210,8 @@ def run_pipeline(
         seconds = time.monotonic() - start
         finished = datetime.datetime.now().isoformat(timespec="seconds")
         run_id = uuid.uuid4().hex
-        _write_stamp(stamp_path, {**record, "status": "done", "finished": finished, "seconds": seconds,
-                                  "run_id": run_id})  # fmt: skip
+        write_json(stamp_path, {**record, "status": "done", "finished": finished, "seconds": seconds,
+                                "run_id": run_id})  # fmt: skip
         print(f"{label}: done in {duration(seconds)}", flush=True)
         results.append(StageResult(name=stage.name, ran=True, seconds=seconds))
         upstream = f"{current}:{run_id}"

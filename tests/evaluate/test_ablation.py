@@ -339,13 +339,6 @@ def test_config_is_validated():
         AblationRow(name="a", gin_files=["a.gin"], init_from="a")
 
 
-@pytest.fixture
-def clean_gin():
-    gin.clear_config()
-    yield
-    gin.clear_config()
-
-
 def test_lr_esd_ablation_gin_has_the_papers_rows(clean_gin):
     parse_gin([], ["gin/ablations/lr_esd.gin"], [])
     config = configurables.ConfiguredAblation()

@@ -21,13 +21,6 @@ from tests.evaluate.test_ablation import FakeRunner
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture
-def clean_gin():
-    gin.clear_config()
-    yield
-    gin.clear_config()
-
-
 def test_the_stages_follow_the_data_flow_and_the_runs_read_the_demos_records(tmp_path, clean_gin):
     paths = DemoPaths(tmp_path / "demo")
     stages = demo_stages(DemoConfig(), paths)
